@@ -1,0 +1,28 @@
+# Everything needs only python3: the first target that runs creates .venv and installs the project into it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint conformance dev clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+dev: $(STAMP)
+
+## The main job: the conformance matrix over both bundled servers, both codecs.
+demo: $(STAMP)
+	$(PY) -m conformance
+
+## Install and pass the tests, the type check and the linter.
+test: $(STAMP)
+	$(PY) -m pytest
+	$(PY) -m mypy --strict protocol impl_select impl_asyncio conformance client tests
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

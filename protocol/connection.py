@@ -1,0 +1,226 @@
+"""One side of one connection, sans I/O (spec/PROTOCOL.md §7).
+
+Bytes in, events out: :meth:`Connection.receive_data` then :meth:`Connection.next_event`
+until it returns :data:`NEED_DATA`. Messages in, bytes out: :meth:`Connection.send`.
+
+The rules, for the server's side of a connection (§7.1):
+
+- AWAIT_HELLO: the client may send hello only. Any other type is ``hello_required``
+  (fatal). The server answers a hello with welcome (-> ACTIVE) or a non-fatal error.
+- ACTIVE: the client may send say, who and ping. hello is ``already_joined``; any other
+  type is ``unknown_type``; both are non-fatal.
+- Either state: a payload that is not a map with a string ``type``, or a known type with
+  bad fields, is ``bad_message`` (non-fatal); a frame over the limit is ``frame_too_large``
+  and an undecodable payload ``bad_payload`` (both fatal).
+
+For the client's side (§7.3): it sends hello (AWAIT_HELLO -> AWAIT_WELCOME) and nothing
+else until welcome (-> ACTIVE); a non-fatal error meanwhile returns it to AWAIT_HELLO.
+Sending or receiving a fatal error or shutdown, or end of stream, closes a connection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum, auto
+from typing import Final
+
+from .codecs import Codec, MsgpackCodec
+from .constants import DEFAULT_MAX_FRAME, HEADER_SIZE, ErrorCode
+from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from .frame import FrameDecoder, encode_frame
+from .messages import (
+    CLIENT_MESSAGES,
+    SERVER_MESSAGES,
+    Error,
+    Hello,
+    Message,
+    Ping,
+    Say,
+    Shutdown,
+    Welcome,
+    Who,
+    from_wire,
+)
+
+
+class Role(Enum):
+    CLIENT = auto()
+    SERVER = auto()
+
+
+class State(Enum):
+    AWAIT_HELLO = auto()
+    AWAIT_WELCOME = auto()
+    ACTIVE = auto()
+    CLOSED = auto()
+
+
+class NeedData(Enum):
+    """The type of :data:`NEED_DATA`."""
+
+    NEED_DATA = auto()
+
+
+#: ``next_event`` has nothing complete to return; feed more bytes.
+NEED_DATA: Final = NeedData.NEED_DATA
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The peer ended the stream. ``clean`` is false when it stopped inside a frame (§3.4)."""
+
+    clean: bool
+
+
+Event = Message | ConnectionClosed | NeedData
+
+_CLIENT_ACTIVE_SENDS = (Say, Who, Ping)
+
+
+def encode_message(codec: Codec, message: Message) -> bytes:
+    """One whole frame carrying ``message``: encode once, then send it to any number of peers."""
+    return encode_frame(codec.encode(message.to_wire()))
+
+
+class Connection:
+    """The protocol state of one connection, for either role."""
+
+    def __init__(self, role: Role, *, codec: Codec | None = None, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.role = role
+        self.codec: Codec = codec if codec is not None else MsgpackCodec()
+        self.state = State.AWAIT_HELLO
+        self._decoder = FrameDecoder(max_frame)
+        self._accepted = CLIENT_MESSAGES if role is Role.SERVER else SERVER_MESSAGES
+        self._eof = False
+        self._failure: RemoteProtocolError | None = None
+
+    @property
+    def max_frame(self) -> int:
+        return self._decoder.max_frame
+
+    @property
+    def buffered(self) -> int:
+        """Received bytes not yet returned as an event."""
+        return self._decoder.buffered
+
+    # --- bytes in, events out ----------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed received bytes; ``b""`` means the peer ended the stream."""
+        if data:
+            self._decoder.feed(data)
+        else:
+            self._eof = True
+
+    def next_event(self) -> Event:
+        """The next event, or :data:`NEED_DATA`.
+
+        Raises :class:`RemoteProtocolError` for a violation by the peer; the connection goes
+        on after a non-fatal one and is CLOSED after a fatal one, which later calls raise again.
+        """
+        if self._failure is not None:
+            raise self._failure
+        if self.state is State.CLOSED and not self._eof:
+            return NEED_DATA
+        try:
+            payload = self._decoder.next_frame()
+            if payload is None:
+                if self._eof:
+                    self.state = State.CLOSED
+                    return ConnectionClosed(clean=self._decoder.buffered == 0)
+                return NEED_DATA
+            return self._receive(self.codec.decode(payload))
+        except RemoteProtocolError as exc:
+            if exc.fatal:
+                self.state = State.CLOSED
+                self._failure = exc
+            raise
+
+    def _receive(self, value: object) -> Message:
+        if (
+            self.role is Role.SERVER
+            and self.state is State.AWAIT_HELLO
+            and isinstance(value, dict)
+            and type(value.get("type")) is str
+            and value["type"] != Hello.TYPE
+        ):
+            raise RemoteProtocolError(
+                ErrorCode.HELLO_REQUIRED, f"the first message must be hello, not {value['type'][:64]!r}"
+            )
+        message = from_wire(value, self._accepted)
+        if self.role is Role.SERVER:
+            if self.state is State.ACTIVE and type(message) is Hello:
+                raise RemoteProtocolError(ErrorCode.ALREADY_JOINED, "hello was already accepted")
+            return message
+        return self._client_receive(message)
+
+    def _client_receive(self, message: Message) -> Message:
+        if isinstance(message, Shutdown) or (isinstance(message, Error) and message.fatal):
+            self.state = State.CLOSED
+        elif self.state is State.ACTIVE:
+            if isinstance(message, Welcome):
+                raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, "welcome after welcome")
+        elif isinstance(message, Welcome):
+            if self.state is not State.AWAIT_WELCOME:
+                raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, "welcome before hello")
+            self.state = State.ACTIVE
+            self._decoder.max_frame = message.max_frame
+        elif isinstance(message, Error):
+            self.state = State.AWAIT_HELLO
+        else:
+            raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, f"{message.TYPE} before welcome")
+        return message
+
+    # --- messages in, bytes out --------------------------------------------------------
+
+    def send(self, message: Message) -> bytes:
+        """The frame for ``message``; raises :class:`LocalProtocolError` if the state forbids it."""
+        if self.state is State.CLOSED:
+            raise LocalProtocolError(ErrorCode.BAD_MESSAGE, "the connection is closed")
+        if self.role is Role.SERVER:
+            self._server_send(message)
+        else:
+            self._client_send(message)
+        data = encode_message(self.codec, message)
+        if len(data) - HEADER_SIZE > self.max_frame:
+            raise LocalProtocolError(ErrorCode.FRAME_TOO_LARGE, f"{message.TYPE} does not fit max_frame")
+        return data
+
+    def _server_send(self, message: Message) -> None:
+        kind = type(message)
+        if kind.TYPE not in SERVER_MESSAGES:
+            raise LocalProtocolError(ErrorCode.UNKNOWN_TYPE, f"a server does not send {kind.TYPE}")
+        if kind is Welcome:
+            if self.state is not State.AWAIT_HELLO:
+                raise LocalProtocolError(ErrorCode.ALREADY_JOINED, "welcome was already sent")
+            self.state = State.ACTIVE
+        elif isinstance(message, Shutdown) or (isinstance(message, Error) and message.fatal):
+            self.state = State.CLOSED
+        elif self.state is State.AWAIT_HELLO and kind is not Error:
+            raise LocalProtocolError(ErrorCode.HELLO_REQUIRED, f"{kind.TYPE} before welcome")
+
+    def _client_send(self, message: Message) -> None:
+        kind = type(message)
+        if self.state is State.AWAIT_HELLO:
+            if kind is not Hello:
+                raise LocalProtocolError(ErrorCode.HELLO_REQUIRED, f"{kind.TYPE} before hello")
+            self.state = State.AWAIT_WELCOME
+        elif self.state is State.AWAIT_WELCOME:
+            raise LocalProtocolError(ErrorCode.HELLO_REQUIRED, f"{kind.TYPE} before welcome")
+        elif kind is Hello:
+            raise LocalProtocolError(ErrorCode.ALREADY_JOINED, "hello was already accepted")
+        elif kind not in _CLIENT_ACTIVE_SENDS:
+            raise LocalProtocolError(ErrorCode.UNKNOWN_TYPE, f"a client does not send {kind.TYPE}")
+
+
+__all__ = [
+    "NEED_DATA",
+    "Connection",
+    "ConnectionClosed",
+    "Event",
+    "NeedData",
+    "ProtocolError",
+    "Role",
+    "State",
+    "encode_message",
+]

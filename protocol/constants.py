@@ -1,0 +1,92 @@
+"""The one table of wire constants, limits, defaults and codes (spec/PROTOCOL.md §13).
+
+Both servers, the client and the conformance suite import their numbers from here, so a
+changed default changes everywhere at once.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+PROTOCOL_VERSION: Final = 1
+
+#: Frame header: a uint32 in network byte order counting the payload bytes (§3.1).
+HEADER_SIZE: Final = 4
+#: The largest length the header can express; no receiver accepts it by default.
+MAX_WIRE_LENGTH: Final = 0xFFFF_FFFF
+
+#: Default largest frame payload, both directions (§3.2). NATS' max_payload default is 1 MB.
+DEFAULT_MAX_FRAME: Final = 1 << 20
+#: A server must be able to send its own welcome and errors, so it refuses smaller limits.
+MIN_MAX_FRAME: Final = 1024
+
+#: Seconds from accept until a hello must have been accepted (§7.2).
+DEFAULT_HELLO_TIMEOUT: Final = 10.0
+#: Bytes queued for one client before it is cut off as a slow consumer (§10).
+#: Redis' pubsub client-output-buffer-limit soft limit is 8 MB.
+DEFAULT_MAX_OUTPUT_BUFFER: Final = 8 << 20
+#: Seconds a closing side keeps reading and discarding after its half-close (§9.2).
+CLOSE_LINGER: Final = 2.0
+#: Seconds a stopping server spends flushing shutdown notices (§12).
+SHUTDOWN_FLUSH_TIMEOUT: Final = 2.0
+
+#: Name length bounds in code points (§6).
+NAME_MIN_LENGTH: Final = 1
+NAME_MAX_LENGTH: Final = 32
+
+
+class CodecName(StrEnum):
+    """Payload codecs (§4)."""
+
+    MSGPACK = "msgpack"
+    PICKLE = "pickle"
+
+
+DEFAULT_CODEC: Final = CodecName.MSGPACK
+
+
+class ErrorCode(StrEnum):
+    """Codes carried by error messages (§9.1)."""
+
+    FRAME_TOO_LARGE = "frame_too_large"
+    BAD_PAYLOAD = "bad_payload"
+    BAD_MESSAGE = "bad_message"
+    HELLO_REQUIRED = "hello_required"
+    NAME_INVALID = "name_invalid"
+    NAME_TAKEN = "name_taken"
+    ALREADY_JOINED = "already_joined"
+    UNKNOWN_TYPE = "unknown_type"
+    TEXT_TOO_LONG = "text_too_long"
+    HELLO_TIMEOUT = "hello_timeout"
+    SLOW_CONSUMER = "slow_consumer"
+    INTERNAL_ERROR = "internal_error"
+
+
+#: Whether the sender of each error closes the connection after it (§9.1).
+FATAL: Final[dict[ErrorCode, bool]] = {
+    ErrorCode.FRAME_TOO_LARGE: True,
+    ErrorCode.BAD_PAYLOAD: True,
+    ErrorCode.BAD_MESSAGE: False,
+    ErrorCode.HELLO_REQUIRED: True,
+    ErrorCode.NAME_INVALID: False,
+    ErrorCode.NAME_TAKEN: False,
+    ErrorCode.ALREADY_JOINED: False,
+    ErrorCode.UNKNOWN_TYPE: False,
+    ErrorCode.TEXT_TOO_LONG: False,
+    ErrorCode.HELLO_TIMEOUT: True,
+    ErrorCode.SLOW_CONSUMER: True,
+    ErrorCode.INTERNAL_ERROR: True,
+}
+
+
+class LeaveReason(StrEnum):
+    """Why a member left, as carried by left.reason (§8.4)."""
+
+    QUIT = "quit"
+    CONNECTION_LOST = "connection_lost"
+    SLOW_CONSUMER = "slow_consumer"
+    ERROR = "error"
+
+
+SHUTDOWN_REASON: Final = "server shutting down"

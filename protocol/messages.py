@@ -1,0 +1,270 @@
+"""Typed messages (spec/PROTOCOL.md §5): frozen, validated on construction.
+
+Each class is one ``type`` on the wire; its dataclass fields, in order, are the wire fields.
+:func:`from_wire` turns a decoded payload into a message, ignoring unknown fields;
+``to_wire`` gives the map to encode, ``type`` first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, get_type_hints
+
+from .constants import ErrorCode
+from .errors import LocalProtocolError, RemoteProtocolError
+
+_Check = Callable[[Any], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One roster entry: a member's name and host (§5.3, roster)."""
+
+    name: str
+    host: str
+
+    def __post_init__(self) -> None:
+        if type(self.name) is not str or type(self.host) is not str:
+            raise LocalProtocolError(ErrorCode.BAD_MESSAGE, "a roster member needs string name and host")
+
+
+def _is_str(value: Any) -> bool:
+    return type(value) is str
+
+
+def _is_count(value: Any) -> bool:
+    # bool is a subclass of int in Python but a distinct type on the wire (§5.1).
+    return type(value) is int and value >= 0
+
+
+def _is_bool(value: Any) -> bool:
+    return type(value) is bool
+
+
+def _is_members(value: Any) -> bool:
+    return isinstance(value, tuple) and all(type(m) is Member for m in value)
+
+
+_CHECKS: dict[Any, tuple[_Check, str]] = {
+    str: (_is_str, "a string"),
+    int: (_is_count, "a non-negative integer"),
+    bool: (_is_bool, "a boolean"),
+    tuple[Member, ...]: (_is_members, "a list of {name, host} maps"),
+}
+
+
+class Message:
+    """Base of every message; ``TYPE`` is the wire ``type``."""
+
+    __slots__ = ()
+    TYPE: ClassVar[str]
+    _FIELDS: ClassVar[tuple[tuple[str, _Check, str], ...]]
+
+    def __post_init__(self) -> None:
+        for name, check, expected in self._FIELDS:
+            if not check(getattr(self, name)):
+                raise LocalProtocolError(
+                    ErrorCode.BAD_MESSAGE,
+                    f"{self.TYPE}.{name} must be {expected}, got {getattr(self, name)!r}",
+                )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The map this message encodes to, ``type`` first, then fields in spec order."""
+        wire: dict[str, Any] = {"type": self.TYPE}
+        for name, _, _ in self._FIELDS:
+            value = getattr(self, name)
+            if type(value) is tuple:
+                value = [{"name": m.name, "host": m.host} for m in value]
+            wire[name] = value
+        return wire
+
+
+CLIENT_MESSAGES: dict[str, type[Message]] = {}
+SERVER_MESSAGES: dict[str, type[Message]] = {}
+
+
+def _register(table: dict[str, type[Message]]) -> Callable[[type[Message]], type[Message]]:
+    def register(cls: type[Message]) -> type[Message]:
+        hints = get_type_hints(cls)
+        cls._FIELDS = tuple((f.name, *_CHECKS[hints[f.name]]) for f in fields(cls))  # type: ignore[arg-type]
+        table[cls.TYPE] = cls
+        return cls
+
+    return register
+
+
+# --- client to server (§5.2) -------------------------------------------------------------
+
+
+@_register(CLIENT_MESSAGES)
+@dataclass(frozen=True, slots=True)
+class Hello(Message):
+    """Join the room under ``name``."""
+
+    TYPE = "hello"
+    name: str
+
+
+@_register(CLIENT_MESSAGES)
+@dataclass(frozen=True, slots=True)
+class Say(Message):
+    """Send ``text`` to every other member."""
+
+    TYPE = "say"
+    text: str
+
+
+@_register(CLIENT_MESSAGES)
+@dataclass(frozen=True, slots=True)
+class Who(Message):
+    """Ask for the roster."""
+
+    TYPE = "who"
+
+
+@_register(CLIENT_MESSAGES)
+@dataclass(frozen=True, slots=True)
+class Ping(Message):
+    """Ask for a pong carrying the same ``token``."""
+
+    TYPE = "ping"
+    token: str
+
+
+# --- server to client (§5.3) -------------------------------------------------------------
+
+
+@_register(SERVER_MESSAGES)
+@dataclass(frozen=True, slots=True)
+class Welcome(Message):
+    """The hello was accepted; advertises the server's limits."""
+
+    TYPE = "welcome"
+    name: str
+    host: str
+    clients: int
+    max_frame: int
+    server: str
+    codec: str
+    proto: int
+
+
+@_register(SERVER_MESSAGES)
+@dataclass(frozen=True, slots=True)
+class Joined(Message):
+    """Another member joined; ``clients`` counts the members now present."""
+
+    TYPE = "joined"
+    name: str
+    host: str
+    clients: int
+
+
+@_register(SERVER_MESSAGES)
+@dataclass(frozen=True, slots=True)
+class Relayed(Message):
+    """Another member said ``text`` (the wire type is ``message``)."""
+
+    TYPE = "message"
+    name: str
+    host: str
+    text: str
+
+
+@_register(SERVER_MESSAGES)
+@dataclass(frozen=True, slots=True)
+class Left(Message):
+    """A member left; ``clients`` counts those remaining."""
+
+    TYPE = "left"
+    name: str
+    host: str
+    clients: int
+    reason: str
+
+
+@_register(SERVER_MESSAGES)
+@dataclass(frozen=True, slots=True)
+class Roster(Message):
+    """Every member, the asker included; ``truncated`` when the list did not fit a frame."""
+
+    TYPE = "roster"
+    members: tuple[Member, ...]
+    truncated: bool
+
+
+@_register(SERVER_MESSAGES)
+@dataclass(frozen=True, slots=True)
+class Pong(Message):
+    """The answer to a ping, with its token unchanged."""
+
+    TYPE = "pong"
+    token: str
+
+
+@_register(SERVER_MESSAGES)
+@dataclass(frozen=True, slots=True)
+class Error(Message):
+    """A refusal; when ``fatal`` the server closes the connection after it (§9)."""
+
+    TYPE = "error"
+    code: str
+    message: str
+    fatal: bool
+
+
+@_register(SERVER_MESSAGES)
+@dataclass(frozen=True, slots=True)
+class Shutdown(Message):
+    """The server is stopping and will close the connection."""
+
+    TYPE = "shutdown"
+    reason: str
+
+
+def _wire_members(value: Any) -> Any:
+    # A roster arrives as a list of maps; the message holds a tuple of Member. Anything
+    # malformed is passed through unchanged so that the field check reports it.
+    if not isinstance(value, list):
+        return value
+    members = []
+    for item in value:
+        if (
+            not isinstance(item, dict)
+            or type(item.get("name")) is not str
+            or type(item.get("host")) is not str
+        ):
+            return value
+        members.append(Member(item["name"], item["host"]))
+    return tuple(members)
+
+
+def from_wire(value: Any, accepted: dict[str, type[Message]]) -> Message:
+    """Build the message a decoded payload describes.
+
+    ``accepted`` is the table of types this side may receive (:data:`CLIENT_MESSAGES` on a
+    server). Raises :class:`RemoteProtocolError`: ``bad_message`` for a payload that is not
+    a map with a string ``type`` or whose fields are missing or ill-typed, ``unknown_type``
+    for a type not in ``accepted``. Unknown fields are ignored.
+    """
+    if not isinstance(value, dict):
+        raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, f"payload is a {type(value).__name__}, not a map")
+    kind = value.get("type")
+    if type(kind) is not str:
+        raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, "payload has no string 'type'")
+    cls = accepted.get(kind)
+    if cls is None:
+        raise RemoteProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:64]!r}")
+    arguments = {}
+    for name, _, _ in cls._FIELDS:
+        if name in value:
+            field_value = value[name]
+            arguments[name] = _wire_members(field_value) if name == "members" else field_value
+    try:
+        return cls(**arguments)
+    except TypeError:
+        missing = [name for name, _, _ in cls._FIELDS if name not in value]
+        raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, f"{kind} lacks field(s) {missing}") from None
+    except LocalProtocolError as exc:
+        raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, exc.message) from None
