@@ -39,7 +39,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class ServerProcess:
-    """One server process started from ``template`` (placeholders ``{host}`` and ``{port}``).
+    """One server process started from ``template`` (placeholders ``{host}``, ``{port}``, ``{codec}``).
 
     The server's address is taken from its ``listening on HOST:PORT`` line when it prints one
     (bundled servers started with port 0 do); otherwise a free port is chosen up front and
@@ -54,9 +54,11 @@ class ServerProcess:
         port: int | None = None,
         extra_args: Sequence[str] = (),
         start_timeout: float = 10.0,
+        codec: str = "msgpack",
     ) -> None:
         self.template = template
         self.host = host
+        self.codec = codec
         self.start_timeout = start_timeout
         self.extra_args = list(extra_args)
         self.requested_port = port if port is not None else (0 if "{port}" in template else None)
@@ -70,7 +72,7 @@ class ServerProcess:
         return (self.host, self.port)
 
     def command(self, port: int) -> list[str]:
-        text = self.template.format(host=self.host, port=port)
+        text = self.template.format(host=self.host, port=port, codec=self.codec)
         return shlex.split(text) + self.extra_args
 
     def start(self) -> ServerProcess:
@@ -116,6 +118,14 @@ class ServerProcess:
         except OSError:
             return False
 
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.poll() if self.process is not None else None
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
@@ -144,6 +154,10 @@ class ServerProcess:
         if self.process.stdout is not None:
             self.process.stdout.close()
         return self.process.returncode
+
+    def stdout_text(self) -> str:
+        """Everything the server printed on stdout so far."""
+        return "".join(self._stdout_lines)
 
     def stderr_tail(self, lines: int = 30) -> str:
         if self._stderr is None:

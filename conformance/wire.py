@@ -3,16 +3,22 @@
 It frames and decodes with the protocol package but keeps no client state machine, so a
 case can send anything (garbage, oversized headers, messages out of order) and see
 exactly what the server answers. Every wait is bounded; a timeout raises
-:class:`WireTimeout` carrying the transcript.
+:class:`WireTimeout` saying what was expected and what came instead.
+
+Whatever the server sends is checked against the rules every server frame must follow,
+whatever the case is about: each payload decodes in the server's codec, and no frame is
+longer than the ``max_frame`` the server advertised (§3.2). A breach raises
+:class:`ServerViolation` at once.
 """
 
 from __future__ import annotations
 
 import itertools
+import pickle
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,10 +37,32 @@ from protocol import (
     encode_frame,
     from_wire,
 )
-from protocol.constants import MAX_WIRE_LENGTH
+from protocol.constants import MAX_WIRE_LENGTH, CodecName
 
 DEFAULT_TIMEOUT = 5.0
 _tokens = itertools.count(1)
+
+#: What a received item is: a typed message, or the decoded value when it is not a valid server message.
+Received = Message | dict[str, Any] | Any
+Matcher = Callable[[Any], bool] | type[Message]
+
+
+def _holds_bytes(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, bytes | bytearray):
+            return True
+        if isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            pending.extend(item)
+    return False
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,27 +75,43 @@ class WireRecord:
     note: str = ""
 
     def render(self, start: float) -> str:
-        arrow = ">>" if self.direction == "send" else "<<"
+        arrow = {"send": ">>", "recv": "<<"}.get(self.direction, "--")
         text = f"{self.at - start:9.4f} {arrow} {self.data[:96].hex(' ')}"
         if len(self.data) > 96:
             text += f" ... ({len(self.data)} bytes)"
         if self.note:
-            text += f"\n          {self.note}"
+            text += f"\n          {_shorten(self.note, 600)}"
         return text
 
 
 @dataclass
 class Transcript:
-    """Everything every peer of one case exchanged, in time order."""
+    """Everything every peer of one case exchanged, in time order.
+
+    ``embed`` puts the rendered transcript into the text of every failure a peer raises;
+    a runner that attaches the transcript to its report by itself turns it off.
+    """
 
     start: float = field(default_factory=time.monotonic)
     records: list[tuple[str, WireRecord]] = field(default_factory=list)
+    embed: bool = True
 
     def add(self, peer: str, record: WireRecord) -> None:
         self.records.append((peer, record))
 
-    def render(self) -> str:
-        return "\n".join(f"[{peer}] {record.render(self.start)}" for peer, record in self.records)
+    def note(self, text: str) -> None:
+        """Record an event of the case itself (a signal sent, a process exit, ...)."""
+        self.add("case", WireRecord(time.monotonic(), "note", b"", text))
+
+    def render(self, head: int = 120, tail: int = 240) -> str:
+        lines = [f"[{peer}] {record.render(self.start)}" for peer, record in self.records]
+        if len(lines) > head + tail:
+            skipped = len(lines) - head - tail
+            lines = [*lines[:head], f"... {skipped} records left out ...", *lines[-tail:]]
+        return "\n".join(lines)
+
+    def attach(self) -> str:
+        return f"\n{self.render()}" if self.embed else ""
 
 
 class WireTimeout(AssertionError):
@@ -78,8 +122,16 @@ class PeerClosed(AssertionError):
     """The server closed the connection while a message was expected."""
 
 
+class ServerViolation(AssertionError):
+    """The server sent something no server may send (undecodable payload, oversized frame)."""
+
+
 class WirePeer:
-    """One TCP connection to the server under test."""
+    """One TCP connection to the server under test.
+
+    ``rcvbuf`` shrinks the socket's receive buffer before connecting, so a peer that stops
+    reading pushes back on the server quickly (slow-consumer cases).
+    """
 
     def __init__(
         self,
@@ -90,110 +142,237 @@ class WirePeer:
         transcript: Transcript | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         max_frame: int = MAX_WIRE_LENGTH,
+        rcvbuf: int | None = None,
     ) -> None:
         self.codec: Codec = codec if codec is not None else MsgpackCodec()
         self.label = label
         self.transcript = transcript if transcript is not None else Transcript()
         self.timeout = timeout
-        self.sock = socket.create_connection(address, timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = self._connect(address, rcvbuf)
         self._decoder = FrameDecoder(max_frame)
-        self.inbox: list[Message | dict[str, Any]] = []
+        #: Received messages not yet taken by :meth:`expect`, in arrival order.
+        self.inbox: list[Received] = []
+        #: Every payload received, raw and decoded, in arrival order (for byte-level checks).
+        self.payloads: list[bytes] = []
+        self.values: list[Any] = []
+        #: The ``max_frame`` of the server's welcome, once one arrived (§3.2: binds the server).
+        self.advertised_max_frame: int | None = None
+        #: The welcome :meth:`join` received.
+        self.welcome: Welcome | None = None
         self.closed = False
+        #: How the server ended the stream: "FIN" or "RST" (both count as closed).
+        self.closed_by = ""
+
+    def _connect(self, address: tuple[str, int], rcvbuf: int | None) -> socket.socket:
+        host, port = address
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            if rcvbuf is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.settimeout(self.timeout)
+            sock.connect((host, port))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except BaseException:
+            sock.close()
+            raise
+        self.transcript.add(self.label, WireRecord(time.monotonic(), "note", b"", f"connected to {host}:{port}"))
+        return sock
 
     # --- sending ---------------------------------------------------------------------
 
-    def send_raw(self, data: bytes, note: str = "") -> None:
+    def send_raw(self, data: bytes, note: str = "", *, tolerate_close: bool = False) -> bool:
+        """Send ``data``; returns False if the server had already closed (only with ``tolerate_close``)."""
         self.transcript.add(self.label, WireRecord(time.monotonic(), "send", data, note))
-        self.sock.sendall(data)
+        self.sock.settimeout(self.timeout)
+        try:
+            self.sock.sendall(data)
+        except TimeoutError:
+            raise WireTimeout(
+                f"{self.label}: the server did not read {len(data)} bytes within {self.timeout:.1f} s"
+                f"{self.transcript.attach()}"
+            ) from None
+        except OSError as exc:
+            if tolerate_close:
+                self.transcript.note(f"{self.label}: send failed: {exc}")
+                return False
+            raise PeerClosed(f"{self.label}: send failed: {exc}{self.transcript.attach()}") from None
+        return True
 
-    def send_value(self, value: dict[str, Any]) -> None:
-        """Encode any map (valid or not) and send it framed."""
-        self.send_raw(encode_frame(self.codec.encode(value)), repr(value))
+    @staticmethod
+    def frame_of(codec: Codec, value: Any) -> bytes:
+        """One frame carrying ``value`` (valid message or not) in ``codec``.
+
+        Pickle protocol 2 can express ``bytes`` only as a call of the global
+        ``_codecs.encode``, which every conforming unpickler refuses (§4.3); a value holding
+        bytes is therefore pickled with protocol 4, whose BINBYTES needs no global.
+        """
+        if codec.name == CodecName.PICKLE and _holds_bytes(value):
+            return encode_frame(pickle.dumps(value, protocol=4))
+        return encode_frame(codec.encode(value))
+
+    def frame(self, value: Any) -> bytes:
+        """One frame carrying ``value`` in this peer's codec."""
+        return self.frame_of(self.codec, value)
+
+    def send_value(self, value: Any) -> None:
+        """Encode any value (valid message or not) and send it framed."""
+        self.send_raw(self.frame(value), _shorten(repr(value), 300))
 
     def send(self, message: Message) -> None:
         self.send_value(message.to_wire())
 
+    def send_values(self, values: Iterable[Any]) -> None:
+        """Send several frames in one write, as a client that coalesces would."""
+        values = list(values)
+        data = b"".join(self.frame(value) for value in values)
+        self.send_raw(data, f"{len(values)} frames in one write: {_shorten(repr(values), 300)}")
+
     # --- receiving -------------------------------------------------------------------
 
-    def _read(self, deadline: float) -> bool:
+    def _timeout(self, what: str, waited: float) -> WireTimeout:
+        pending = "; ".join(_shorten(repr(m), 200) for m in self.inbox[:20]) or "nothing"
+        return WireTimeout(
+            f"{self.label}: expected {what} within {waited:.1f} s; received instead: {pending}"
+            f"{self.transcript.attach()}"
+        )
+
+    def _read(self, deadline: float, what: str, waited: float) -> bool:
         """Read once; False on end of stream (FIN or RST)."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise WireTimeout(f"{self.label}: timed out\n{self.transcript.render()}")
+            raise self._timeout(what, waited)
         self.sock.settimeout(remaining)
+        closed_by = "FIN"
         try:
             data = self.sock.recv(1 << 16)
         except TimeoutError:
-            raise WireTimeout(f"{self.label}: timed out\n{self.transcript.render()}") from None
+            raise self._timeout(what, waited) from None
         except (ConnectionResetError, BrokenPipeError):
-            data = b""
+            data, closed_by = b"", "RST"
         now = time.monotonic()
         if not data:
             self.closed = True
-            self.transcript.add(self.label, WireRecord(now, "recv", b"", "end of stream"))
+            self.closed_by = closed_by
+            note = "end of stream (FIN)" if closed_by == "FIN" else "connection reset (RST)"
+            self.transcript.add(self.label, WireRecord(now, "recv", b"", note))
             return False
         self._decoder.feed(data)
         notes = []
-        while (payload := self._decoder.next_frame()) is not None:
-            value = self.codec.decode(payload)
-            try:
-                message: Message | dict[str, Any] = from_wire(value, SERVER_MESSAGES)
-            except ProtocolError:
-                message = value
-            self.inbox.append(message)
-            notes.append(repr(message))
-        self.transcript.add(self.label, WireRecord(now, "recv", data, "; ".join(notes)))
+        try:
+            while (payload := self._decoder.next_frame()) is not None:
+                notes.append(self._take(payload))
+        finally:
+            self.transcript.add(self.label, WireRecord(now, "recv", data, "; ".join(notes)))
         return True
 
-    def expect(
-        self, match: Callable[[Message | dict[str, Any]], bool] | type[Message], timeout: float | None = None
-    ) -> Any:
+    def _take(self, payload: bytes) -> str:
+        limit = self.advertised_max_frame
+        if limit is not None and len(payload) > limit:
+            raise ServerViolation(
+                f"{self.label}: the server sent a frame of {len(payload)} bytes although its welcome "
+                f"advertised max_frame {limit} (§3.2){self.transcript.attach()}"
+            )
+        try:
+            value = self.codec.decode(payload)
+        except ProtocolError as exc:
+            raise ServerViolation(
+                f"{self.label}: the server sent a payload its own codec ({self.codec.name}) cannot "
+                f"decode (§4.1): {exc.message}; payload {payload[:64].hex(' ')}{self.transcript.attach()}"
+            ) from None
+        try:
+            message: Received = from_wire(value, SERVER_MESSAGES)
+        except ProtocolError:
+            message = value
+        if isinstance(message, Welcome) and self.advertised_max_frame is None:
+            self.advertised_max_frame = message.max_frame
+        self.payloads.append(payload)
+        self.values.append(value)
+        self.inbox.append(message)
+        return repr(message)
+
+    def expect(self, match: Matcher, timeout: float | None = None, what: str | None = None) -> Any:
         """Return (and remove) the first received message that matches; wait for it if needed."""
-        predicate = (lambda m: isinstance(m, match)) if isinstance(match, type) else match
-        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        if isinstance(match, type):
+            kind = match
+            predicate: Callable[[Any], bool] = lambda m: isinstance(m, kind)  # noqa: E731
+            what = what or kind.TYPE
+        else:
+            predicate = match
+            what = what or getattr(match, "description", None) or "a matching message"
+        waited = timeout if timeout is not None else self.timeout
+        deadline = time.monotonic() + waited
         while True:
             for index, message in enumerate(self.inbox):
                 if predicate(message):
                     return self.inbox.pop(index)
             if self.closed:
-                raise PeerClosed(f"{self.label}: closed while waiting\n{self.transcript.render()}")
-            if not self._read(deadline):
-                continue
+                pending = "; ".join(_shorten(repr(m), 200) for m in self.inbox[:20]) or "nothing"
+                raise PeerClosed(
+                    f"{self.label}: expected {what}, but the server closed the connection "
+                    f"({self.closed_by}); received instead: {pending}{self.transcript.attach()}"
+                )
+            self._read(deadline, what, waited)
 
-    def next(self, timeout: float | None = None) -> Message | dict[str, Any]:
+    def next(self, timeout: float | None = None) -> Received:
         """The next message in arrival order."""
-        return self.expect(lambda _m: True, timeout)  # type: ignore[no-any-return]
+        return self.expect(lambda _m: True, timeout, "any message")  # type: ignore[no-any-return]
 
-    def barrier(self, timeout: float | None = None) -> list[Message | dict[str, Any]]:
-        """Ping and wait for its pong; return everything that arrived before it, in order."""
+    def expect_error(self, code: str, fatal: bool, timeout: float | None = None) -> Error:
+        """The next ``error`` frame; it must carry ``code`` and ``fatal`` (§9.1)."""
+        error = self.expect(Error, timeout, f"error{{code: {code!r}, fatal: {fatal}}}")
+        assert isinstance(error, Error)
+        if (error.code, error.fatal) != (code, fatal):
+            raise AssertionError(
+                f"{self.label}: expected error{{code: {code!r}, fatal: {fatal}}}, got {error!r}"
+                f"{self.transcript.attach()}"
+            )
+        return error
+
+    def barrier(self, timeout: float | None = None) -> list[Received]:
+        """Ping and wait for its pong; return everything that arrived before it, in order.
+
+        The server handles one connection's frames in order and sends one connection's
+        frames in the order it made them (§11), so whatever the frames sent before the ping
+        caused for this peer has arrived once the pong is here.
+        """
         token = f"barrier-{next(_tokens)}"
         self.send(Ping(token))
-        self.expect(lambda m: isinstance(m, Pong) and m.token == token, timeout)
+        self.expect(lambda m: isinstance(m, Pong) and m.token == token, timeout, f"pong{{token: {token!r}}}")
         before, self.inbox = self.inbox, []
         return before
 
     def join(self, name: str, timeout: float | None = None) -> Welcome:
         """Send hello and return the welcome; fails on anything else."""
         self.send(Hello(name))
-        reply = self.expect(lambda m: isinstance(m, Welcome | Error), timeout)
+        reply = self.expect(lambda m: isinstance(m, Welcome | Error), timeout, f"welcome for {name!r}")
         if not isinstance(reply, Welcome):
-            raise AssertionError(
-                f"{self.label}: hello {name!r} refused: {reply!r}\n{self.transcript.render()}"
-            )
+            raise AssertionError(f"{self.label}: hello {name!r} refused: {reply!r}{self.transcript.attach()}")
+        self.welcome = reply
         return reply
 
-    def wait_closed(self, timeout: float | None = None) -> list[Message | dict[str, Any]]:
+    @property
+    def name(self) -> str:
+        """The name this peer joined under."""
+        if self.welcome is None:
+            raise AssertionError(f"{self.label} has not joined")
+        return self.welcome.name
+
+    def wait_closed(self, timeout: float | None = None) -> list[Received]:
         """Read until the server closes; return what arrived. FIN and RST both count."""
-        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        waited = timeout if timeout is not None else self.timeout
+        deadline = time.monotonic() + waited
         while not self.closed:
-            self._read(deadline)
+            self._read(deadline, "the server to close the connection", waited)
         before, self.inbox = self.inbox, []
         return before
 
     def half_close(self) -> None:
         self.transcript.add(self.label, WireRecord(time.monotonic(), "send", b"", "FIN (shutdown SHUT_WR)"))
-        self.sock.shutdown(socket.SHUT_WR)
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self.transcript.note(f"{self.label}: half-close failed: {exc}")
 
     def reset(self) -> None:
         """Close with RST (SO_LINGER 0), as a crashed peer would."""

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import io
 import pickle
+import pickletools
 from typing import Any, ClassVar, Protocol
 
 import msgpack
 
 from .constants import CodecName, ErrorCode
-from .errors import RemoteProtocolError
+from .errors import LocalProtocolError, RemoteProtocolError
 
 
 class Codec(Protocol):
@@ -61,7 +62,11 @@ class MsgpackCodec:
         self._packer = msgpack.Packer(use_bin_type=True)
 
     def encode(self, value: dict[str, Any]) -> bytes:
-        data: bytes = self._packer.pack(value)
+        try:
+            data: bytes = self._packer.pack(value)
+        except Exception as exc:
+            # A str with lone surrogates (not UTF-8) or an int beyond 64 bits has no msgpack form.
+            raise LocalProtocolError(ErrorCode.BAD_PAYLOAD, f"not encodable as msgpack: {exc}") from None
         return data
 
     def decode(self, payload: bytes) -> Any:
@@ -92,10 +97,23 @@ class RestrictedUnpickler(pickle.Unpickler):
     """
 
     def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"global {module}.{name} is forbidden")
+        # Truncated: the names come from the peer and the error quoting them must fit one frame.
+        raise pickle.UnpicklingError(f"global {module[:64]}.{name[:64]} is forbidden")
 
     def persistent_load(self, pid: Any) -> Any:
         raise pickle.UnpicklingError("persistent ids are forbidden")
+
+
+_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+
+
+def _check_memo_indices(payload: bytes) -> None:
+    # The C unpickler grows its memo table to twice the largest PUT index it meets and clears
+    # every slot, so "N r\xff\xff\xff\x0f" alone would touch gigabytes. A pickle stores fewer
+    # objects than it has bytes; pickletools reads the opcodes without building anything.
+    for opcode, argument, _ in pickletools.genops(payload):
+        if opcode.name in _MEMO_PUTS and isinstance(argument, int) and argument >= len(payload):
+            raise pickle.UnpicklingError(f"memo index {argument} is out of range")
 
 
 class PickleCodec:
@@ -114,6 +132,7 @@ class PickleCodec:
     def decode(self, payload: bytes) -> Any:
         stream = io.BytesIO(payload)
         try:
+            _check_memo_indices(payload)
             value = RestrictedUnpickler(stream).load()
         except Exception as exc:
             # UnpicklingError, EOFError, ValueError, UnicodeDecodeError, MemoryError on absurd

@@ -90,13 +90,20 @@ class Connection:
         self.codec: Codec = codec if codec is not None else MsgpackCodec()
         self.state = State.AWAIT_HELLO
         self._decoder = FrameDecoder(max_frame)
+        self._send_limit = max_frame
         self._accepted = CLIENT_MESSAGES if role is Role.SERVER else SERVER_MESSAGES
         self._eof = False
         self._failure: RemoteProtocolError | None = None
 
     @property
     def max_frame(self) -> int:
+        """The largest payload accepted from the peer."""
         return self._decoder.max_frame
+
+    @property
+    def send_limit(self) -> int:
+        """The largest payload this side may send: our own limit, or the server's once welcomed."""
+        return self._send_limit
 
     @property
     def buffered(self) -> int:
@@ -123,13 +130,16 @@ class Connection:
         if self.state is State.CLOSED and not self._eof:
             return NEED_DATA
         try:
-            payload = self._decoder.next_frame()
-            if payload is None:
-                if self._eof:
-                    self.state = State.CLOSED
-                    return ConnectionClosed(clean=self._decoder.buffered == 0)
-                return NEED_DATA
-            return self._receive(self.codec.decode(payload))
+            while True:
+                payload = self._decoder.next_frame()
+                if payload is None:
+                    if self._eof:
+                        self.state = State.CLOSED
+                        return ConnectionClosed(clean=self._decoder.buffered == 0)
+                    return NEED_DATA
+                if self.state is not State.CLOSED:
+                    return self._receive(self.codec.decode(payload))
+                # Closed by a sent shutdown or fatal error: later frames are discarded, not delivered.
         except RemoteProtocolError as exc:
             if exc.fatal:
                 self.state = State.CLOSED
@@ -137,20 +147,17 @@ class Connection:
             raise
 
     def _receive(self, value: object) -> Message:
-        if (
-            self.role is Role.SERVER
-            and self.state is State.AWAIT_HELLO
-            and isinstance(value, dict)
-            and type(value.get("type")) is str
-            and value["type"] != Hello.TYPE
-        ):
-            raise RemoteProtocolError(
-                ErrorCode.HELLO_REQUIRED, f"the first message must be hello, not {value['type'][:64]!r}"
-            )
+        if self.role is Role.SERVER and isinstance(value, dict) and type(value.get("type")) is str:
+            # The type is judged against the state before its fields are (§7.3).
+            kind = value["type"]
+            if self.state is State.AWAIT_HELLO and kind != Hello.TYPE:
+                raise RemoteProtocolError(
+                    ErrorCode.HELLO_REQUIRED, f"the first message must be hello, not {kind[:64]!r}"
+                )
+            if self.state is State.ACTIVE and kind == Hello.TYPE:
+                raise RemoteProtocolError(ErrorCode.ALREADY_JOINED, "hello was already accepted")
         message = from_wire(value, self._accepted)
         if self.role is Role.SERVER:
-            if self.state is State.ACTIVE and type(message) is Hello:
-                raise RemoteProtocolError(ErrorCode.ALREADY_JOINED, "hello was already accepted")
             return message
         return self._client_receive(message)
 
@@ -164,7 +171,8 @@ class Connection:
             if self.state is not State.AWAIT_WELCOME:
                 raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, "welcome before hello")
             self.state = State.ACTIVE
-            self._decoder.max_frame = message.max_frame
+            # What we accept stays our own limit (§3.2); what we send must fit the server's.
+            self._send_limit = message.max_frame
         elif isinstance(message, Error):
             self.state = State.AWAIT_HELLO
         else:
@@ -177,13 +185,14 @@ class Connection:
         """The frame for ``message``; raises :class:`LocalProtocolError` if the state forbids it."""
         if self.state is State.CLOSED:
             raise LocalProtocolError(ErrorCode.BAD_MESSAGE, "the connection is closed")
+        data = encode_message(self.codec, message)
+        if len(data) - HEADER_SIZE > self._send_limit:
+            raise LocalProtocolError(ErrorCode.FRAME_TOO_LARGE, f"{message.TYPE} does not fit max_frame")
+        # The state moves only once the frame is known to be sendable.
         if self.role is Role.SERVER:
             self._server_send(message)
         else:
             self._client_send(message)
-        data = encode_message(self.codec, message)
-        if len(data) - HEADER_SIZE > self.max_frame:
-            raise LocalProtocolError(ErrorCode.FRAME_TOO_LARGE, f"{message.TYPE} does not fit max_frame")
         return data
 
     def _server_send(self, message: Message) -> None:

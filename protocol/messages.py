@@ -63,10 +63,13 @@ class Message:
 
     def __post_init__(self) -> None:
         for name, check, expected in self._FIELDS:
-            if not check(getattr(self, name)):
+            value = getattr(self, name)
+            if not check(value):
+                # Only the type is named: a peer's value can be too large, too deep or (a pickled
+                # int) too long to repr, and the error carrying this text must fit one frame.
                 raise LocalProtocolError(
                     ErrorCode.BAD_MESSAGE,
-                    f"{self.TYPE}.{name} must be {expected}, got {getattr(self, name)!r}",
+                    f"{self.TYPE}.{name} must be {expected}, got {type(value).__name__}",
                 )
 
     def to_wire(self) -> dict[str, Any]:
@@ -146,8 +149,8 @@ class Welcome(Message):
     clients: int
     max_frame: int
     server: str
-    codec: str
     proto: int
+    codec: str
 
 
 @_register(SERVER_MESSAGES)
@@ -225,7 +228,10 @@ class Shutdown(Message):
 
 def _wire_members(value: Any) -> Any:
     # A roster arrives as a list of maps; the message holds a tuple of Member. Anything
-    # malformed is passed through unchanged so that the field check reports it.
+    # malformed is passed through unchanged so that the field check reports it, except a
+    # tuple (a pickle can hold one): not an array on the wire (§5.1), yet () would pass it.
+    if type(value) is tuple:
+        raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, "roster.members must be a list, got tuple")
     if not isinstance(value, list):
         return value
     members = []

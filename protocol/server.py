@@ -195,7 +195,13 @@ class ServerCore:
             else:
                 actions.append(Send(data, room.members, exclude=client))
         elif isinstance(message, Ping):
-            actions.append(Send(encode_message(self.codec, Pong(message.token)), (client,)))
+            data = encode_message(self.codec, Pong(message.token))
+            if len(data) - HEADER_SIZE > self.max_frame:
+                # Possible with pickle only: a protocol 0 ping can be denser than our protocol 2 pong.
+                too_long = ProtocolError(ErrorCode.TEXT_TOO_LONG, "the pong would not fit max_frame")
+                self._refuse(client, too_long, actions)
+            else:
+                actions.append(Send(data, (client,)))
         elif isinstance(message, Who):
             actions.append(Send(self._roster_frame(), (client,)))
         elif isinstance(message, Hello):
@@ -282,7 +288,7 @@ def dispatch(
     transport: Transport,
     max_output_buffer: int = DEFAULT_MAX_OUTPUT_BUFFER,
 ) -> None:
-    """Carry out ``actions`` in order; cut off every client whose queue passes the cap (§10).
+    """Carry out ``actions`` in order; cut off every client whose queue would pass the cap (§10).
 
     Cutting one client off announces its departure, which may push others past the cap,
     so this runs until no queue is over.
@@ -296,11 +302,14 @@ def dispatch(
                 exclude = action.exclude
                 write = transport.write
                 buffered = transport.buffered
+                limit = max_output_buffer - len(data)
                 for client in action.to:
                     if client != exclude:
-                        write(client, data)
-                        if buffered(client) > max_output_buffer:
+                        # Checked before queuing, so a queue never holds more than the cap (§10).
+                        if buffered(client) > limit:
                             over.append(client)
+                        else:
+                            write(client, data)
             else:
                 transport.close(action.client, action.flush)
         pending = []

@@ -1,0 +1,96 @@
+"""``python -m client --port P --name alice``: the terminal chat client.
+
+On a terminal it is interactive; with stdin from a pipe or file it says each line read and
+prints what arrives, for scripts. The exit statuses are :class:`client.session.ExitStatus`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from protocol import get_codec
+from protocol.constants import DEFAULT_CODEC, CodecName
+
+from .link import CannotConnect
+from .session import ExitStatus
+
+EPILOG = """\
+modes:
+  on a terminal: interactive; /who, /ping, /quit, /help; Ctrl-D or Ctrl-C leave
+  otherwise (pipe mode): each line of stdin is said; what arrives goes to stdout, errors to
+  stderr; at the end of input the client waits until the server has every line, then leaves
+
+exit status:
+    0  you left (/quit, Ctrl-D, Ctrl-C, or the end of piped input)
+    1  the connection was lost
+    2  cannot connect, or a bad command line
+    3  the server refused the name (pipe mode; interactive mode asks for another)
+    4  the server shut down
+    5  the server sent a fatal error or broke the protocol
+  130  interrupted before joining
+  141  the output was closed (pipe mode)
+"""
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError("must be within 1..65535")
+    return port
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m client",
+        description="Chat in a room served by a chat wire protocol v1 server.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="server address (default %(default)s)")
+    parser.add_argument("--port", type=_port, required=True, help="server port")
+    parser.add_argument("--name", help="your name in the room (asked for if omitted on a terminal)")
+    parser.add_argument(
+        "--codec",
+        choices=[c.value for c in CodecName],
+        default=DEFAULT_CODEC.value,
+        help="payload codec; must match the server's (default %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    args.interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    if args.name is None and not args.interactive:
+        parser.error("--name is required when stdin or stdout is not a terminal")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    codec = get_codec(args.codec)
+    try:
+        if args.interactive:
+            # Imported here: pipe mode has no need of prompt_toolkit.
+            from .interactive import run_interactive  # noqa: PLC0415
+
+            status = asyncio.run(run_interactive(args.host, args.port, args.name, codec))
+        else:
+            from .pipe import run_pipe  # noqa: PLC0415
+
+            status = asyncio.run(run_pipe(args.host, args.port, args.name, codec))
+    except CannotConnect as exc:
+        print(exc, file=sys.stderr)
+        return ExitStatus.CANNOT_CONNECT
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Whoever read the output has gone (``| head -1``): stop, as a killed-by-SIGPIPE tool
+        # would, and keep the interpreter's final flush of stdout from failing too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

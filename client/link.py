@@ -1,0 +1,117 @@
+"""A :class:`~client.session.ChatSession` over an asyncio TCP stream.
+
+The link only moves bytes: it reads, feeds the session, shows the lines that come back,
+writes what it is given, and closes as spec §9.4 asks of a client (half-close, drain until
+the server's end of stream or ``CLOSE_LINGER``, close), so the server sees a clean ``quit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import Callable
+
+from protocol.constants import CLOSE_LINGER
+
+from .session import ChatSession, Line
+
+CONNECT_TIMEOUT = 10.0
+_READ_SIZE = 1 << 16
+
+
+def endpoint(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class CannotConnect(Exception):
+    """No TCP connection to the server could be made; the message says why."""
+
+
+class Link:
+    """One connection: call :meth:`run` as a task, :meth:`send` freely, :meth:`close` once."""
+
+    def __init__(
+        self,
+        session: ChatSession,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        show: Callable[[Line], None],
+    ) -> None:
+        self.session = session
+        self.show = show
+        self._reader = reader
+        self._writer = writer
+        self._changed = asyncio.Condition()
+        self._ended = False  # the server's end of stream (or a socket error) was read
+
+    @classmethod
+    async def open(cls, host: str, port: int, session: ChatSession, show: Callable[[Line], None]) -> Link:
+        """Connect to ``host:port``; raises :class:`CannotConnect`."""
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT)
+        except TimeoutError:
+            raise CannotConnect(f"cannot connect to {endpoint(host, port)}: timed out") from None
+        except OSError as exc:
+            # asyncio words a refused connection "Connect call failed ('127.0.0.1', 1)"; the errno says why.
+            # (getaddrinfo errors have negative numbers and their own strerror.)
+            reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or str(exc)
+            raise CannotConnect(f"cannot connect to {endpoint(host, port)}: {reason}") from None
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            # Chat lines are small and latency is what people notice (and what /ping shows).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(session, reader, writer, show)
+
+    async def run(self) -> None:
+        """Read until the server's end of stream, showing what the session makes of it."""
+        try:
+            while not self._ended:
+                try:
+                    data = await self._reader.read(_READ_SIZE)
+                except OSError as exc:
+                    self._show(self.session.lost(exc.strerror or str(exc)))
+                    data = b""
+                else:
+                    self._show(self.session.receive(data))
+                self._ended = not data
+                async with self._changed:
+                    self._changed.notify_all()
+        finally:
+            self._ended = True
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def until(self, predicate: Callable[[], bool]) -> None:
+        """Wait until ``predicate()`` holds or the server's stream has ended."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._ended or predicate())
+
+    async def send(self, data: bytes) -> None:
+        if not data or self._writer.is_closing():
+            return
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except OSError as exc:
+            self._show(self.session.lost(exc.strerror or str(exc)))
+
+    async def close(self) -> None:
+        """Half-close, wait (bounded) for the server's end of stream, then close (§9.4)."""
+        try:
+            if not self._writer.is_closing() and self._writer.can_write_eof():
+                self._writer.write_eof()
+            async with asyncio.timeout(CLOSE_LINGER):
+                await self.until(lambda: False)
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
+
+    def _show(self, lines: list[Line]) -> None:
+        for line in lines:
+            self.show(line)
