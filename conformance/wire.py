@@ -176,7 +176,9 @@ class WirePeer:
         except BaseException:
             sock.close()
             raise
-        self.transcript.add(self.label, WireRecord(time.monotonic(), "note", b"", f"connected to {host}:{port}"))
+        self.transcript.add(
+            self.label, WireRecord(time.monotonic(), "note", b"", f"connected to {host}:{port}")
+        )
         return sock
 
     # --- sending ---------------------------------------------------------------------
@@ -294,12 +296,12 @@ class WirePeer:
     def expect(self, match: Matcher, timeout: float | None = None, what: str | None = None) -> Any:
         """Return (and remove) the first received message that matches; wait for it if needed."""
         if isinstance(match, type):
-            kind = match
+            kind: type = match
             predicate: Callable[[Any], bool] = lambda m: isinstance(m, kind)  # noqa: E731
-            what = what or kind.TYPE
+            wanted = what or str(getattr(kind, "TYPE", kind.__name__))
         else:
             predicate = match
-            what = what or getattr(match, "description", None) or "a matching message"
+            wanted = what or str(getattr(match, "description", "a matching message"))
         waited = timeout if timeout is not None else self.timeout
         deadline = time.monotonic() + waited
         while True:
@@ -309,17 +311,18 @@ class WirePeer:
             if self.closed:
                 pending = "; ".join(_shorten(repr(m), 200) for m in self.inbox[:20]) or "nothing"
                 raise PeerClosed(
-                    f"{self.label}: expected {what}, but the server closed the connection "
+                    f"{self.label}: expected {wanted}, but the server closed the connection "
                     f"({self.closed_by}); received instead: {pending}{self.transcript.attach()}"
                 )
-            self._read(deadline, what, waited)
+            self._read(deadline, wanted, waited)
 
     def next(self, timeout: float | None = None) -> Received:
         """The next message in arrival order."""
-        return self.expect(lambda _m: True, timeout, "any message")  # type: ignore[no-any-return]
+        return self.expect(lambda _m: True, timeout, "any message")
 
     def expect_error(self, code: str, fatal: bool, timeout: float | None = None) -> Error:
         """The next ``error`` frame; it must carry ``code`` and ``fatal`` (§9.1)."""
+        code = str(code)
         error = self.expect(Error, timeout, f"error{{code: {code!r}, fatal: {fatal}}}")
         assert isinstance(error, Error)
         if (error.code, error.fatal) != (code, fatal):

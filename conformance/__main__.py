@@ -1,0 +1,5 @@
+"""``python -m conformance``: see :mod:`conformance.runner`."""
+
+from .runner import main
+
+raise SystemExit(main())

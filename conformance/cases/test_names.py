@@ -1,0 +1,199 @@
+"""Names: each validity rule, collisions under NFKC_Casefold, and names kept as sent (§6)."""
+
+from __future__ import annotations
+
+from protocol import Hello, Left, Roster, Say, Welcome, Who
+from protocol.constants import NAME_MAX_LENGTH, ErrorCode
+
+from ..context import Context, joined, left, relayed
+from ..registry import MUST, case
+
+
+def _all_invalid(ctx: Context, names: list[str]) -> None:
+    """Each name is refused with name_invalid (non-fatal); the connection can still join after."""
+    peer = ctx.peer("joiner")
+    for name in names:
+        peer.send(Hello(name))
+        error = peer.expect_error(ErrorCode.NAME_INVALID, fatal=False)
+        assert error is not None, f"name {name!r} was not refused"
+    peer.join(ctx.name("joiner"))
+
+
+def _all_valid(ctx: Context, names: list[str]) -> None:
+    """Each name joins, and welcome carries it exactly."""
+    for name in names:
+        peer = ctx.peer("joiner")
+        welcome = peer.join(name)
+        assert welcome.name == name, f"welcome.name {welcome.name!r} differs from {name!r}"
+        ctx.close_gracefully(peer)
+
+
+def _padded(ctx: Context, filler: str, length: int) -> str:
+    """A name of exactly ``length`` code points, unique to this run."""
+    unique = ctx.name("")
+    return unique + filler * (length - len(unique))
+
+
+@case(
+    "NAME-LENGTH",
+    "6.1",
+    MUST,
+    "names have 1 to 32 code points: '' and 33 are name_invalid, 32 (astral too) join",
+)
+def test_name_length(ctx: Context) -> None:
+    _all_invalid(
+        ctx, ["", _padded(ctx, "a", NAME_MAX_LENGTH + 1), _padded(ctx, "\U0001d49c", NAME_MAX_LENGTH + 1)]
+    )
+    _all_valid(ctx, [_padded(ctx, "a", NAME_MAX_LENGTH), _padded(ctx, "\U0001d49c", NAME_MAX_LENGTH)])
+
+
+@case("NAME-WHITESPACE", "6.1", MUST, "names with whitespace (isspace or Z*) are name_invalid")
+def test_name_whitespace(ctx: Context) -> None:
+    spaces = [" ", "\t", "\n", "\u00a0", "\u1680", "\u2003", "\u2028", "\u2029", "\u3000", "\u001f", "\u0085"]
+    _all_invalid(ctx, [" lead", "trail ", *(f"a{s}b" for s in spaces)])
+
+
+@case("NAME-CONTROL", "6.1", MUST, "names with control characters (Cc) are name_invalid")
+def test_name_control(ctx: Context) -> None:
+    _all_invalid(ctx, ["\x00", "a\x1b[31mb", "a\x07", "a\x7f", "a\x9bb", "a\rb"])
+
+
+@case(
+    "NAME-FORMAT",
+    "6.1",
+    MUST,
+    "names with format characters (Cf: ZWJ, bidi overrides, BOM, soft hyphen) are name_invalid",
+)
+def test_name_format(ctx: Context) -> None:
+    _all_invalid(ctx, ["a\u200db", "\u202eevil", "a\u2066b", "\ufeffbom", "a\u00adb", "a\u200bb"])
+
+
+@case(
+    "NAME-UNASSIGNED-PRIVATE",
+    "6.1",
+    MUST,
+    "names with private-use (Co) or unassigned (Cn) code points are name_invalid",
+)
+def test_name_unassigned_private(ctx: Context) -> None:
+    # Noncharacters are unassigned in every Unicode version; U+0378 has stayed unassigned too.
+    _all_invalid(
+        ctx, ["a\ue000", "\U000f0000", "a\U0010fffd", "a\u0378", "a\ufffe", "a\uffff", "a\U0010ffff"]
+    )
+
+
+@case("NAME-SURROGATE", "6.1", MUST, "a name with a lone surrogate (Cs) is name_invalid", codecs=("pickle",))
+def test_name_surrogate(ctx: Context) -> None:
+    # Only pickle can carry a lone surrogate in a string; in msgpack it is invalid UTF-8 (MSGPACK-UTF8).
+    _all_invalid(ctx, ["a\ud800", "\udfff"])
+
+
+@case(
+    "NAME-AT",
+    "6.1",
+    MUST,
+    "names with '@' are name_invalid; the look-alike U+FF20 is allowed (rules apply as sent)",
+)
+def test_name_at(ctx: Context) -> None:
+    _all_invalid(ctx, ["@", "a@b", "@lead", "trail@"])
+    _all_valid(ctx, [ctx.name("a\uff20b")])
+
+
+@case("NAME-VALID-UNICODE", "6.1", MUST, "names in any script, with combining marks, symbols and emoji, join")
+def test_name_valid_unicode(ctx: Context) -> None:
+    bases = ["Zoë", "李小龍", "Ελένη", "e\u0301clair", "x²", "\U0001f600", "ﬁle", "العربية", "a-b_c.d"]
+    _all_valid(ctx, [ctx.name(base) for base in bases])
+
+
+def _taken(ctx: Context, held: str, tried: list[str]) -> None:
+    """While ``held`` is a member, every name in ``tried`` is name_taken (non-fatal)."""
+    holder = ctx.peer("holder")
+    holder.join(held)
+    peer = ctx.peer("contender")
+    for name in tried:
+        peer.send(Hello(name))
+        peer.expect_error(ErrorCode.NAME_TAKEN, fatal=False)
+    peer.join(ctx.name("contender"))
+
+
+@case("NAME-TAKEN-EXACT", "6.2", MUST, "a member's exact name is name_taken (non-fatal)")
+def test_name_taken_exact(ctx: Context) -> None:
+    name = ctx.name("alice")
+    _taken(ctx, name, [name, name])
+
+
+@case("NAME-TAKEN-CASE", "6.2", MUST, "names differing only in case collide (Alice, alice, ALICE)")
+def test_name_taken_case(ctx: Context) -> None:
+    name = ctx.name("Alice")
+    _taken(ctx, name, [name.lower(), name.upper(), name.swapcase()])
+
+
+@case(
+    "NAME-TAKEN-NFKC",
+    "6.2",
+    MUST,
+    "names equal under NFKC_Casefold collide (fullwidth, ß/SS, ligature, superscript)",
+)
+def test_name_taken_nfkc(ctx: Context) -> None:
+    unique = ctx.name("")
+    fullwidth_digits = unique.translate({ord(d): 0xFF10 + int(d) for d in "0123456789"})
+    _taken(
+        ctx,
+        f"alice{unique}",
+        [
+            f"\uff21\uff2c\uff29\uff23\uff25{unique}",
+            f"\uff21\uff2c\uff29\uff23\uff25{fullwidth_digits}",
+            f"Alice{fullwidth_digits}",
+        ],
+    )
+    _taken(ctx, f"straße{unique}", [f"STRASSE{unique}", f"strasse{unique}"])
+    _taken(ctx, f"ﬁle{unique}", [f"FILE{unique}", f"file{unique}"])
+    _taken(ctx, f"x²{unique}", [f"x2{unique}", f"X2{unique}"])
+
+
+@case(
+    "NAME-CONFUSABLE-DISTINCT",
+    "6.2",
+    MUST,
+    "names that only look alike (Latin a, Cyrillic \u0430) are different names",
+)
+def test_name_confusable_distinct(ctx: Context) -> None:
+    unique = ctx.name("")
+    latin = ctx.peer("latin")
+    latin.join(f"alice{unique}")
+    cyrillic = ctx.peer("cyrillic")
+    welcome = cyrillic.join(f"\u0430lice{unique}")
+    assert welcome.clients == 2, f"both must be members, got clients {welcome.clients}"
+
+
+@case("NAME-FREED", "6.2", MUST, "a departed member's name is free again (in any case variant)")
+def test_name_freed(ctx: Context) -> None:
+    observer = ctx.member("observer")
+    name = ctx.name("Leaver")
+    leaver = ctx.peer("leaver")
+    leaver.join(name)
+    observer.expect(joined(name))
+    ctx.close_gracefully(leaver)
+    observer.expect(left(name), what=f"left for {name!r}")
+    again = ctx.peer("again")
+    welcome = again.join(name.upper())
+    assert welcome.name == name.upper(), f"expected welcome for {name.upper()!r}, got {welcome!r}"
+
+
+@case("NAME-AS-SENT", "6.3", MUST, "joined, message, roster and left carry the name exactly as sent")
+def test_name_as_sent(ctx: Context) -> None:
+    observer = ctx.member("observer")
+    name = ctx.name("\uff2d\uff49\uff58\uff45\uff44-A\u030angstro\u0308m-")
+    peer = ctx.peer("mixed")
+    welcome = peer.join(name)
+    assert welcome.name == name, f"welcome.name {welcome.name!r} is not {name!r}"
+    notice = observer.expect(joined(name), what=f"joined with name {name!r} exactly")
+    assert notice.name == name
+    peer.send(Say("hi"))
+    observer.expect(relayed("hi", name), what=f"message from {name!r} exactly")
+    peer.send(Who())
+    roster = peer.expect(Roster)
+    assert name in [m.name for m in roster.members], f"{name!r} is not in the roster {roster!r}"
+    ctx.close_gracefully(peer)
+    gone = observer.expect(lambda m: isinstance(m, Left), what=f"left for {name!r}")
+    assert gone.name == name, f"left.name {gone.name!r} is not {name!r}"
+    assert not [m for m in observer.inbox if isinstance(m, Welcome)]

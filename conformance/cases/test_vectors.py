@@ -1,0 +1,120 @@
+"""The test vectors of spec/vectors (§15) replayed against the server, and hosts over IPv6 (§8.3)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from protocol import Pong, Roster, Welcome
+from protocol.constants import DEFAULT_MAX_FRAME
+
+from ..context import Context, relayed
+from ..registry import MUST, case
+
+VECTORS = Path(__file__).resolve().parents[2] / "spec" / "vectors"
+
+
+def _vectors(name: str, codec: str) -> list[dict[str, Any]]:
+    path = VECTORS / name
+    if not path.exists():
+        pytest.skip(f"{path} not found (the vectors ship with the specification)")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    items = data["vectors"] if isinstance(data, dict) else data
+    return [v for v in items if v["codec"] == codec]
+
+
+@case(
+    "VEC-INVALID", "15.3", MUST, "every invalid.json vector of the codec gets its error code and fatal flag"
+)
+def test_vec_invalid(ctx: Context) -> None:
+    if ctx.max_frame != DEFAULT_MAX_FRAME:
+        pytest.skip(
+            f"the vectors assume max_frame {DEFAULT_MAX_FRAME}; the server advertises {ctx.max_frame}"
+        )
+    vectors = _vectors("invalid.json", ctx.codec_name)
+    assert vectors, "no invalid.json vector for this codec"
+    for vector in vectors:
+        ctx.transcript.note(f"vector {vector['id']}")
+        peer = ctx.peer(vector["id"][:40])
+        if vector["state"] == "active":
+            peer.join("alice")
+        peer.send_raw(bytes.fromhex(vector["hex"]), vector["id"])
+        error = peer.expect_error(vector["error"], fatal=vector["fatal"])
+        assert error is not None, vector["id"]
+        if vector["fatal"]:
+            peer.wait_closed()
+        else:
+            ctx.close_gracefully(peer)
+
+
+@case(
+    "VEC-MESSAGES-C2S",
+    "15.2",
+    MUST,
+    "every client-to-server messages.json vector of the codec is accepted and acted on",
+)
+def test_vec_messages_c2s(ctx: Context) -> None:
+    vectors = [v for v in _vectors("messages.json", ctx.codec_name) if v["direction"] == "c2s"]
+    assert vectors, "no client-to-server vector for this codec"
+    sender, observer = ctx.members("sender", "observer")
+    for vector in vectors:
+        message = vector["message"]
+        data = bytes.fromhex(vector["hex"])
+        ctx.transcript.note(f"vector {vector['id']}")
+        kind = message["type"]
+        if kind == "hello":
+            peer = ctx.peer(vector["id"][:40])
+            peer.send_raw(data, vector["id"])
+            welcome = peer.expect(Welcome, what=f"welcome for vector {vector['id']}")
+            assert welcome.name == message["name"], f"{vector['id']}: welcome.name {welcome.name!r}"
+            ctx.close_gracefully(peer)
+        elif kind == "say":
+            sender.send_raw(data, vector["id"])
+            observer.expect(relayed(message["text"], sender.name))
+        elif kind == "ping":
+            sender.send_raw(data, vector["id"])
+            pong = sender.expect(Pong)
+            assert pong.token == message["token"], f"{vector['id']}: pong token {pong.token!r}"
+        elif kind == "who":
+            sender.send_raw(data, vector["id"])
+            roster = sender.expect(Roster)
+            assert sender.name in [m.name for m in roster.members]
+        else:
+            raise AssertionError(f"vector {vector['id']} has an unexpected type {kind!r}")
+
+
+def _ipv6_available() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@case(
+    "HOST-IPV6",
+    "8.3",
+    MUST,
+    "over IPv6, host is the RFC 5952 address without brackets or port ('::1')",
+    spawns=True,
+)
+def test_host_ipv6(ctx: Context) -> None:
+    if not _ipv6_available():
+        pytest.skip("this machine has no IPv6 loopback")
+    if ctx.template is not None and "{host}" not in ctx.template:
+        pytest.skip("the server command template has no {host} placeholder")
+    server = ctx.spawn(host="::1")
+    watcher = ctx.peer("watcher", address=server.address)
+    watcher.join(ctx.name("watcher"))
+    peer = ctx.peer("v6", address=server.address)
+    welcome = peer.join(ctx.name("v6"))
+    assert welcome.host == "::1", f"welcome.host over IPv6 loopback: expected '::1', got {welcome.host!r}"
+    notice = watcher.expect(lambda m: getattr(m, "name", None) == welcome.name, what="joined")
+    assert notice.host == "::1", f"joined.host: expected '::1', got {notice.host!r}"

@@ -1,0 +1,379 @@
+"""The pytest plugin that runs the cases against one server and records one result per case.
+
+The runner passes a :class:`ConformancePlugin` to ``pytest.main`` in-process. The plugin
+provides the ``ctx`` fixture (a :class:`~conformance.context.Context`), starts and stops
+servers, skips what a run cannot do, and turns pytest's reports into :class:`CaseResult`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import signal
+import sys
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TextIO
+
+import pytest
+
+from protocol import Left, Roster, Who
+
+from .context import Context
+from .registry import CASE_ATTRIBUTE, REGISTRY, Case, Level, Settings
+from .serverproc import ServerFailed, ServerProcess
+from .wire import Transcript, WirePeer
+
+CONTEXT = pytest.StashKey[Context]()
+
+
+@dataclass
+class RunOptions:
+    """What to run the cases against, and how.
+
+    Exactly one of ``template`` (a command with ``{host}`` and ``{port}``, optionally
+    ``{codec}``) and ``target`` (an address) is set.
+    """
+
+    name: str
+    codec: str = "msgpack"
+    template: str | None = None
+    target: tuple[str, int] | None = None
+    host: str = "127.0.0.1"
+    timeout_scale: float = 1.0
+    #: Whether the runner may append ``--codec``, ``--hello-timeout``, ... to the template.
+    config_flags: bool = True
+    selection: tuple[str, ...] = ()
+    case_budget: float = 90.0
+    verbose: bool = False
+    strict: bool = False
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.codec}"
+
+
+@dataclass
+class CaseResult:
+    """The outcome of one case: pass, fail, warn (a failed SHOULD case), or skip."""
+
+    case: Case
+    outcome: str = "pass"
+    duration: float = 0.0
+    message: str = ""
+    transcript: str = ""
+
+
+class CaseTimeout(AssertionError):
+    """The case as a whole ran over its time budget."""
+
+
+class ServerPool:
+    """Servers of one run: one shared server per settings per module, plus servers of their own."""
+
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+        self.shared: dict[Settings, ServerProcess] = {}
+        self.dirty: set[Settings] = set()
+
+    def start(
+        self, settings: Settings, codec_flag: bool = True, host: str | None = None, port: int | None = None
+    ) -> ServerProcess:
+        options = self.options
+        assert options.template is not None
+        args: list[str] = []
+        if codec_flag and options.config_flags and "{codec}" not in options.template:
+            args += ["--codec", options.codec]
+        args += settings.args()
+        process = ServerProcess(
+            options.template,
+            host=host or options.host,
+            port=port,
+            extra_args=args,
+            codec=options.codec,
+            start_timeout=10.0 * options.timeout_scale,
+        )
+        return process.start()
+
+    def shared_server(self, settings: Settings) -> ServerProcess:
+        process = self.shared.get(settings)
+        if process is not None and (settings in self.dirty or not process.alive()):
+            process.stop()
+            del self.shared[settings]
+            self.dirty.discard(settings)
+            process = None
+        if process is None:
+            process = self.shared[settings] = self.start(settings)
+        return process
+
+    def stop_shared(self) -> None:
+        for process in self.shared.values():
+            process.stop()
+        self.shared.clear()
+        self.dirty.clear()
+
+
+def _skip_reason(case: Case, options: RunOptions) -> str | None:
+    if options.codec not in case.codecs:
+        return f"applies to the {' and '.join(case.codecs)} codec only"
+    if options.target is not None:
+        if case.process:
+            return "needs to start, signal or measure the server process itself (not possible with --target)"
+        if case.settings:
+            return f"needs a server started with {case.settings.describe()} (not possible with --target)"
+    elif case.settings and not options.config_flags:
+        return f"needs a server started with {case.settings.describe()} (server flags are disabled)"
+    return None
+
+
+def _alarm(signum: int, frame: FrameType | None) -> None:
+    raise CaseTimeout("the case ran over its time budget")
+
+
+class ConformancePlugin:
+    """Passed to ``pytest.main(plugins=[...])``; collects :attr:`results`."""
+
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+        self.pool = ServerPool(options)
+        self.results: dict[str, CaseResult] = {}
+        self.errors: list[str] = []
+        self.unmatched: list[str] = []
+        self._current: CaseResult | None = None
+        self._column = 0
+
+    # --- collection ----------------------------------------------------------------------
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.errors.append(f"cannot collect {report.nodeid}:\n{report.longreprtext}")
+
+    def pytest_collection_modifyitems(
+        self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        patterns = [p.upper() for p in self.options.selection]
+        matched: set[str] = set()
+        keep: list[pytest.Item] = []
+        drop: list[pytest.Item] = []
+        for item in items:
+            case_id = _case_id(item)
+            hits = [p for p in patterns if case_id and fnmatch.fnmatchcase(case_id, p)]
+            matched.update(hits)
+            (keep if case_id and (hits or not patterns) else drop).append(item)
+        self.unmatched = [p for p in patterns if p not in matched]
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+    # --- fixtures ------------------------------------------------------------------------
+
+    @pytest.fixture(scope="module", autouse=True)
+    def _conformance_module_servers(self) -> Iterator[None]:
+        yield
+        self.pool.stop_shared()
+
+    @pytest.fixture
+    def ctx(self, request: pytest.FixtureRequest) -> Iterator[Context]:
+        """The server under test, as the case's declaration asks for it."""
+        case = _case_of(request.node)
+        options = self.options
+        reason = _skip_reason(case, options)
+        if reason:
+            pytest.skip(reason)
+        transcript = Transcript(embed=False)
+        server: ServerProcess | None = None
+        if options.target is not None:
+            address = options.target
+        elif case.spawns:
+            address = ("", 0)
+        else:
+            server = (
+                self.pool.start(case.settings) if case.own_server else self.pool.shared_server(case.settings)
+            )
+            address = server.address
+        context = Context(
+            case,
+            address=address,
+            codec_name=options.codec,
+            server=server,
+            spawner=self.pool.start if options.template is not None else None,
+            template=options.template,
+            timeout_scale=options.timeout_scale,
+            transcript=transcript,
+        )
+        request.node.stash[CONTEXT] = context
+        try:
+            yield context
+        finally:
+            self._clean_up(context, shared=options.target is not None or not case.own_server)
+
+    def _clean_up(self, context: Context, shared: bool) -> None:
+        """Close the case's peers and, on a shared server, make sure none is still a member.
+
+        The next case must find an empty room, or its counts would be off: every peer
+        half-closes and waits for the server's close, which comes after its departure
+        (§8.7); then a janitor checks the roster and waits for stragglers to leave.
+        """
+        if not shared:
+            # The case's own server: signal it first, so that closing many peers costs it no departures.
+            server = context.server
+            if server is not None:
+                server.signal(signal.SIGTERM)
+            context.close_all()
+            if server is not None:
+                server.stop()
+            return
+        clean = True
+        open_peers = [peer for peer in context.peers if not peer.closed]
+        for peer in open_peers:
+            peer.half_close()
+        for peer in open_peers:
+            try:
+                peer.wait_closed(2.0 * context.scale)
+            except (AssertionError, OSError):
+                clean = False
+        if context.peers and clean:
+            clean = self._janitor(context)
+        context.close_all()
+        if self.options.target is None and not clean:
+            self.pool.dirty.add(context.case.settings)
+            context.transcript.note("the server was left in an unclean state; it is restarted")
+
+    def _janitor(self, context: Context) -> bool:
+        try:
+            with WirePeer(
+                context.address, codec=context.codec, label="janitor", transcript=Transcript(embed=False)
+            ) as janitor:
+                name = janitor.join(context.name("janitor")).name
+                janitor.send(Who())
+                roster = janitor.expect(Roster)
+                others = {m.name for m in roster.members if m.name != name}
+                while others:
+                    gone = janitor.expect(Left, 2.0 * context.scale)
+                    others.discard(gone.name)
+                janitor.half_close()
+                janitor.wait_closed(2.0 * context.scale)
+        except (AssertionError, OSError):
+            return False
+        return True
+
+    # --- running and reporting -----------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
+        budget = self.options.case_budget * self.options.timeout_scale
+        previous = signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, budget)
+        try:
+            return (yield)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        case = _case_of(item)
+        result = self._current = self.results.setdefault(case.id, CaseResult(case))
+        result.duration += report.duration
+        context = item.stash.get(CONTEXT, None)
+        if report.skipped and call.when == "setup":
+            result.outcome = "skip"
+            result.message = _skip_text(report)
+            return report
+        problem = ""
+        if report.failed and call.excinfo is not None:
+            problem = _describe(call.excinfo)
+            if call.when != "call":
+                problem = f"{call.when}: {problem}"
+        if call.when == "call" and context is not None:
+            died = _server_death(context)
+            if died:
+                problem = f"{problem}\n{died}".strip()
+                report.outcome = "failed"
+                report.longrepr = problem
+        if problem and result.outcome != "fail":
+            failed_should = case.level is Level.SHOULD and not self.options.strict
+            result.outcome = "warn" if failed_should else "fail"
+            result.message = problem
+            if context is not None:
+                result.transcript = context.transcript.render()
+                report.sections.append(("transcript", result.transcript))
+        return report
+
+    def pytest_runtest_logfinish(self, nodeid: str, location: tuple[str, int | None, str]) -> None:
+        result = self._current
+        if result is None:
+            return
+        out = self.options.out
+        if self.options.verbose:
+            out.write(f"  {result.outcome.upper():5} {result.case.id} ({result.duration:.2f} s)\n")
+            if result.outcome in ("fail", "warn"):
+                out.write(_indent(result.message) + "\n")
+        else:
+            mark = {"pass": ".", "fail": "F", "warn": "w", "skip": "s"}[result.outcome]
+            if self._column == 0:
+                out.write(f"  {self.options.label:24} ")
+            out.write(mark)
+            self._column += 1
+            if self._column == 60:
+                out.write("\n")
+                self._column = 0
+        out.flush()
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.pool.stop_shared()
+        if self._column:
+            self.options.out.write("\n")
+            self._column = 0
+
+    def pytest_internalerror(self, excrepr: object) -> None:
+        self.errors.append(f"internal error: {excrepr}")
+
+
+def _case_of(item: pytest.Item) -> Case:
+    case_id = _case_id(item)
+    if case_id is None:
+        raise LookupError(f"{item.nodeid} is not a conformance case")
+    return REGISTRY[case_id]
+
+
+def _case_id(item: pytest.Item) -> str | None:
+    case_id = getattr(getattr(item, "function", None), CASE_ATTRIBUTE, None)
+    return case_id if isinstance(case_id, str) else None
+
+
+def _server_death(context: Context) -> str:
+    server = context.server
+    if server is None or server.alive() or context.case.stops_server:
+        return ""
+    status = server.returncode
+    tail = server.stderr_tail()
+    return f"the server died during the case (exit status {status})\n--- server stderr (tail) ---\n{tail}"
+
+
+def _describe(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
+    text = excinfo.exconly().strip()
+    where = ""
+    for entry in reversed(excinfo.traceback):
+        path = str(entry.path)
+        if "/cases/" in path.replace("\\", "/"):
+            where = f" [{path.rsplit('/', 1)[-1]}:{entry.lineno + 1}]"
+            break
+    if isinstance(excinfo.value, ServerFailed):
+        text = f"the server could not be started: {excinfo.value}"
+    return f"{text}{where}"
+
+
+def _skip_text(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def _indent(text: str, prefix: str = "        ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())

@@ -1,0 +1,298 @@
+"""``python -m conformance``: run the suite against servers and print the matrix.
+
+With no target it runs every bundled server with both codecs. ``--server-cmd`` starts any
+server from a command template; ``--target`` uses one that is already running. The cases
+are pytest tests in :mod:`conformance.cases`, run in-process by ``pytest.main`` with
+:class:`~conformance.plugin.ConformancePlugin`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+import pytest
+
+from . import cases
+from .differential import differential_main
+from .plugin import ConformancePlugin, RunOptions
+from .registry import load_cases, ordered
+from .report import (
+    RunResult,
+    failure_details,
+    markdown_matrix,
+    read_json,
+    terminal_matrix,
+    terminal_summary,
+    write_json,
+    write_junit,
+)
+from .serverproc import BUNDLED, ServerFailed, ServerProcess
+
+CODECS = ("msgpack", "pickle")
+
+EPILOG = """\
+server command templates:
+  --server-cmd takes a shell-like command with {host} and {port} placeholders (and
+  optionally {codec}). The server must print "listening on HOST:PORT" on stdout, or
+  listen on {port} as given. Unless the template contains {codec}, the runner appends
+  "--codec msgpack|pickle"; cases that need short limits also append
+  "--hello-timeout SECONDS", "--max-output-buffer BYTES" or "--max-frame BYTES".
+  A server that accepts none of these flags can be run with --no-config-flags
+  (one codec, fixed in the template; those cases are then skipped).
+
+examples:
+  python -m conformance
+  python -m conformance --server-cmd 'python -m impl_select --host {host} --port {port}' --name mine
+  python -m conformance --target 127.0.0.1:5555 --codec msgpack --case 'FRAME-*'
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m conformance",
+        description="Judge chat servers against spec/PROTOCOL.md.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--server-cmd", metavar="TEMPLATE", help="start the server under test from this template"
+    )
+    where.add_argument(
+        "--target",
+        metavar="HOST:PORT",
+        help="an already running server (restarts, signals, configured limits and memory checks are skipped)",
+    )
+    parser.add_argument("--name", help="implementation name for the matrix column (default: derived)")
+    parser.add_argument(
+        "--codec",
+        choices=CODECS,
+        help="codec of the server (default: msgpack; with no target both, for every bundled server)",
+    )
+    parser.add_argument(
+        "--case",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="run only cases whose id matches (repeatable), e.g. 'FRAME-*'",
+    )
+    parser.add_argument(
+        "--list", action="store_true", help="list the cases (id, section, level, title) and exit"
+    )
+    parser.add_argument(
+        "--timeout-scale",
+        type=float,
+        default=1.0,
+        metavar="FLOAT",
+        help="multiply every timeout (slow machines)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address started servers listen on (default %(default)s)"
+    )
+    parser.add_argument(
+        "--no-config-flags",
+        action="store_true",
+        help="never append --codec/--hello-timeout/--max-output-buffer/--max-frame",
+    )
+    parser.add_argument("--strict", action="store_true", help="a failed SHOULD case fails the run too")
+    parser.add_argument("--junitxml", type=Path, metavar="PATH", help="write JUnit XML")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write results (schema chat-conformance/1)")
+    parser.add_argument("--matrix", type=Path, metavar="PATH", help="write a Markdown matrix of every run")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="add the runs of an earlier --json file to the matrix (repeatable)",
+    )
+    parser.add_argument(
+        "--differential",
+        action="store_true",
+        help="also replay one scripted session on every implementation and compare transcripts",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="one line per case")
+    return parser
+
+
+def _raise_fd_limit() -> None:
+    # Some cases hold over a thousand connections; servers started from here inherit the limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 8192 if hard == resource.RLIM_INFINITY else min(hard, 8192)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def _default_name(template: str) -> str:
+    """``python -m impl_x ...`` is named impl_x; anything else by its program's file name."""
+    words = shlex.split(template)
+    if "-m" in words[:-1]:
+        return words[words.index("-m") + 1]
+    return Path(words[0]).name if words else "server"
+
+
+def _parse_target(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"--target wants HOST:PORT, not {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def run_suite(options: RunOptions) -> tuple[RunResult, list[str]]:
+    """Run the selected cases against one implementation with one codec.
+
+    Returns the result and the selection patterns that matched no case.
+    """
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    result = RunResult(options.name, options.codec, started)
+    begin = time.monotonic()
+    if options.template is not None:
+        problem = _preflight(options)
+        if problem:
+            result.errors.append(problem)
+            result.duration = time.monotonic() - begin
+            return result, []
+    plugin = ConformancePlugin(options)
+    cases_dir = str(Path(cases.__file__).parent)
+    # The suite's own configuration only: none from the current directory, no plugins a
+    # user happens to have installed, no cache directory written next to the cases.
+    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    args = [
+        cases_dir,
+        "-c",
+        os.devnull,
+        "--rootdir",
+        cases_dir,
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:terminal",
+        "-s",
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
+    ]
+    options.out.write(f"{options.label}:\n" if options.verbose else "")
+    code = pytest.main(args, plugins=[plugin])
+    result.errors += plugin.errors
+    finished = (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED)
+    if code not in finished and not plugin.errors:
+        result.errors.append(f"pytest stopped with exit code {int(code)}")
+    registry = load_cases()
+    by_id = plugin.results
+    for case in ordered(registry):
+        if case.id in by_id:
+            result.add(by_id[case.id])
+    result.duration = time.monotonic() - begin
+    return result, plugin.unmatched
+
+
+def _preflight(options: RunOptions) -> str:
+    """Start the server once, so a server that cannot start is one error, not one per case."""
+    assert options.template is not None
+    args = ["--codec", options.codec] if options.config_flags and "{codec}" not in options.template else []
+    process = ServerProcess(
+        options.template,
+        host=options.host,
+        extra_args=args,
+        codec=options.codec,
+        start_timeout=10.0 * options.timeout_scale,
+    )
+    try:
+        process.start()
+    except (ServerFailed, OSError) as exc:
+        return f"the server did not start: {' '.join(process.command(0))}\n{exc}"
+    finally:
+        process.stop()
+    return ""
+
+
+def _runs(args: argparse.Namespace, out: TextIO) -> list[RunOptions]:
+    common = {
+        "timeout_scale": args.timeout_scale,
+        "host": args.host,
+        "config_flags": not args.no_config_flags,
+        "selection": tuple(args.case),
+        "verbose": args.verbose,
+        "strict": args.strict,
+        "out": out,
+    }
+    if args.target:
+        target = _parse_target(args.target)
+        name = args.name or f"{target[0]}:{target[1]}"
+        return [RunOptions(name=name, codec=args.codec or "msgpack", target=target, **common)]
+    if args.server_cmd:
+        name = args.name or _default_name(args.server_cmd)
+        return [RunOptions(name=name, codec=args.codec or "msgpack", template=args.server_cmd, **common)]
+    codecs = (args.codec,) if args.codec else CODECS
+    return [
+        RunOptions(name=name, codec=codec, template=template, **common)
+        for name, template in BUNDLED.items()
+        for codec in codecs
+    ]
+
+
+def list_cases(out: TextIO) -> None:
+    registry = ordered(load_cases())
+    width = max(len(c.id) for c in registry)
+    for item in registry:
+        needs = []
+        if item.process:
+            needs.append("process")
+        elif item.isolated:
+            needs.append("own server")
+        if item.settings:
+            needs.append(item.settings.describe())
+        if item.codecs != CODECS:
+            needs.append("/".join(item.codecs) + " only")
+        extra = f"  [{'; '.join(needs)}]" if needs else ""
+        out.write(f"{item.id:{width}}  §{item.section:6} {item.level.value:6} {item.title}{extra}\n")
+    out.write(f"{len(registry)} cases\n")
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    args = build_parser().parse_args(argv)
+    if args.list:
+        list_cases(out)
+        return 0
+    _raise_fd_limit()
+    runs = _runs(args, out)
+    results: list[RunResult] = []
+    unmatched: set[str] = set()
+    for options in runs:
+        result, missing = run_suite(options)
+        results.append(result)
+        unmatched.update(missing)
+    if unmatched:
+        out.write(f"no case matches {', '.join(sorted(unmatched))}; see --list\n")
+        if len(unmatched) == len({pattern.upper() for pattern in args.case}):
+            return 2
+    merged = [run for path in args.merge for run in read_json(path)] + results
+    registry = ordered(load_cases())
+    details = failure_details(results)
+    if details:
+        out.write(f"\n{details}\n")
+    out.write(f"\n{terminal_matrix(merged, registry)}\n\n{terminal_summary(results)}\n")
+    if args.json:
+        write_json(args.json, results)
+    if args.junitxml:
+        write_junit(args.junitxml, results)
+    if args.matrix:
+        args.matrix.write_text(markdown_matrix(merged, registry), encoding="utf-8")
+    failed = any(run.failed for run in results)
+    if args.strict:
+        failed = failed or any(run.summary()["warn"] for run in results)
+    if args.differential:
+        failed = differential_main(runs, out) or failed
+    verdict = "FAILED" if failed else "conforming"
+    out.write(f"\n{verdict}: {len(results)} run(s)\n")
+    return 1 if failed else 0

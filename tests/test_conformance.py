@@ -1,0 +1,316 @@
+"""The conformance suite judged: spec coverage, both bundled servers, mutants, differential, reports.
+
+The suite itself runs in subprocesses (``python -m conformance``), as a user runs it. Set
+``CONFORMANCE_LONG=1`` to also run every mutant against the whole suite.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance import cases, mutants
+from conformance.differential import compare, run_session
+from conformance.registry import MUST, SHOULD, load_cases, ordered
+from conformance.report import SCHEMA, RunResult, markdown_matrix, read_json, write_json, write_junit
+from conformance.serverproc import BUNDLED, ServerProcess
+from protocol.constants import ErrorCode
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = ROOT / "spec" / "PROTOCOL.md"
+LONG = os.environ.get("CONFORMANCE_LONG") == "1"
+
+#: Sections with MUSTs that no case cites, and why. Each must exist, hold a MUST, and stay uncited.
+EXCLUDED_SECTIONS = {
+    # Defines the key words ("MUST", "SHOULD", ...); requires nothing itself.
+    "2.1": "key words",
+    # Client states: every MUST there binds a client (deciding from `fatal`, what it may send).
+    "7.2": "client only",
+    # Display of untrusted text: binds clients, and is about terminals, not the wire.
+    "14.3": "client only",
+    # Framing vectors carry arbitrary payloads that are not messages, so a server's answer to them
+    # is not specified; the sans-I/O decoder is checked against them by the unit tests, and the
+    # server's framing by the FRAME-* cases.
+    "15.1": "not observable on the wire",
+    # Defines conformance and this suite's reporting; requires nothing of a server.
+    "16": "about the suite",
+}
+
+#: Error codes no case provokes, and why.
+NOT_PROVOKED = {
+    # A server bug: by definition no input provokes it in a correct server, so no case can.
+    ErrorCode.INTERNAL_ERROR: "cannot be provoked from outside",
+}
+
+
+# --- the spec and the registry -----------------------------------------------------------------
+
+_HEADING = re.compile(r"^#{2,4} (\d+(?:\.\d+)*)\.? ")
+_KEYWORD = re.compile(r"\b(MUST|SHALL|REQUIRED)\b")
+
+
+def spec_sections() -> dict[str, str]:
+    """Section number -> its own text (up to the next numbered heading)."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in SPEC.read_text(encoding="utf-8").splitlines():
+        match = _HEADING.match(line)
+        if match:
+            current = sections.setdefault(match.group(1), [])
+        elif current is not None:
+            current.append(line)
+    return {number: "\n".join(lines) for number, lines in sections.items()}
+
+
+def must_sections() -> set[str]:
+    return {number for number, text in spec_sections().items() if _KEYWORD.search(text)}
+
+
+def cited_sections() -> set[str]:
+    return {section for case in load_cases().values() for section in case.sections}
+
+
+def test_the_spec_parser_finds_sections_and_musts() -> None:
+    sections = spec_sections()
+    assert {"3.2", "5.1", "8.7", "12"} <= set(sections)
+    assert {"3.2", "9.4", "12"} <= must_sections()
+
+
+def test_every_section_with_a_must_is_cited_by_a_case() -> None:
+    uncovered = must_sections() - cited_sections() - set(EXCLUDED_SECTIONS)
+    assert not uncovered, (
+        f"sections with a MUST that no case cites and no exclusion explains: {sorted(uncovered)}"
+    )
+
+
+def test_the_exclusions_are_current() -> None:
+    sections = spec_sections()
+    musts = must_sections()
+    cited = cited_sections()
+    for number in EXCLUDED_SECTIONS:
+        assert number in sections, f"excluded section §{number} no longer exists"
+        assert number in musts, f"excluded section §{number} no longer holds a MUST"
+        assert number not in cited, f"excluded section §{number} is cited by a case"
+
+
+def test_the_registry_is_well_formed() -> None:
+    registry = load_cases()
+    assert len(registry) >= 40
+    sections = spec_sections()
+    for case in registry.values():
+        assert case.level in (MUST, SHOULD)
+        assert case.title.strip(), f"{case.id} has no title"
+        for section in case.sections:
+            assert section in sections, f"{case.id} cites §{section}, which the spec does not have"
+        assert set(case.codecs) <= {"msgpack", "pickle"}
+
+
+def test_every_error_code_a_server_sends_is_provoked() -> None:
+    sources = "".join(
+        inspect.getsource(sys.modules[f"{cases.__name__}.{name}"])
+        for name in {c.module.rsplit(".", 1)[-1] for c in load_cases().values()}
+    )
+    for code in ErrorCode:
+        provoked = f"ErrorCode.{code.name}" in sources or f'"{code.value}"' in sources
+        if code in NOT_PROVOKED:
+            assert not provoked, f"{code.value} is listed as not provoked, but a case expects it"
+        else:
+            assert provoked, f"no case provokes {code.value}"
+
+
+# --- running the runner -----------------------------------------------------------------------
+
+
+def run_conformance(tmp_path: Path, *args: str, timeout: float = 200) -> tuple[int, str, list[RunResult]]:
+    """``python -m conformance ARGS --json FILE``: exit status, output, results."""
+    report = tmp_path / f"results-{len(list(tmp_path.iterdir()))}.json"
+    command = [sys.executable, "-m", "conformance", *args, "--json", str(report)]
+    completed = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    results = read_json(report) if report.exists() else []
+    return completed.returncode, completed.stdout + completed.stderr, results
+
+
+def run_server(
+    tmp_path: Path, template: str, name: str, codec: str, *args: str, scale: float = 2.0
+) -> RunResult:
+    """One run against a server started from ``template``; fails on a run-level error."""
+    options = ["--server-cmd", template, "--name", name, "--codec", codec, "--timeout-scale", str(scale)]
+    code, output, results = run_conformance(tmp_path, *options, *args)
+    assert len(results) == 1 and not results[0].errors, output[-4000:]
+    result = results[0]
+    assert code == (1 if result.failed else 0), output[-4000:]
+    return result
+
+
+def selecting(*globs: str) -> list[str]:
+    return [arg for glob in globs for arg in ("--case", glob)]
+
+
+def outcomes(result: RunResult) -> dict[str, dict[str, Any]]:
+    return {case["id"]: case for case in result.cases}
+
+
+def failures(result: RunResult) -> str:
+    failed = [c for c in result.cases if c["outcome"] == "fail"]
+    return "\n\n".join(f"{c['id']}: {c['message']}\n{c['transcript'][-3000:]}" for c in failed)
+
+
+@pytest.mark.parametrize("implementation", sorted(BUNDLED))
+def test_bundled_server_passes_the_whole_suite(tmp_path: Path, implementation: str) -> None:
+    result = run_server(tmp_path, BUNDLED[implementation], implementation, "msgpack")
+    assert not result.failed, failures(result)
+    assert result.summary()["pass"] >= 90, result.summary()
+    skipped = {c["id"]: c["message"] for c in result.cases if c["outcome"] == "skip"}
+    assert all("pickle codec only" in reason or "IPv6" in reason for reason in skipped.values()), skipped
+
+
+PICKLE_SELECTION = ("PICKLE-*", "CODEC-*", "NAME-SURROGATE", "MSG-*", "VEC-*", "GARBAGE-*")
+SMOKE_SELECTION = ("WELCOME-*", "FANOUT-ALL-OTHERS", "LEFT-QUIT", "PING-PONG", "WHO-ROSTER", "HELLO-REQUIRED")
+
+
+@pytest.mark.parametrize("implementation", sorted(BUNDLED))
+def test_bundled_server_passes_pickle_cases_and_a_smoke_run(tmp_path: Path, implementation: str) -> None:
+    selection = selecting(*PICKLE_SELECTION, *SMOKE_SELECTION)
+    result = run_server(tmp_path, BUNDLED[implementation], implementation, "pickle", *selection)
+    assert not result.failed, failures(result)
+    by_id = outcomes(result)
+    for case_id in ("PICKLE-GADGET", "PICKLE-PERSID", "PICKLE-WARNING", "NAME-SURROGATE", "VEC-INVALID"):
+        assert by_id[case_id]["outcome"] == "pass", by_id[case_id]
+
+
+@pytest.mark.parametrize("name", sorted(mutants.MUTANTS))
+def test_mutant_is_caught(tmp_path: Path, name: str) -> None:
+    mutant = mutants.MUTANTS[name]
+    result = run_server(
+        tmp_path, mutants.command(name), name, "msgpack", *selecting(*mutant.caught_by), scale=0.5
+    )
+    assert result.failed, f"mutant {name} ({mutant.description}) passed {mutant.caught_by}"
+
+
+@pytest.mark.skipif(not LONG, reason="set CONFORMANCE_LONG=1 to run every mutant against the whole suite")
+@pytest.mark.parametrize("name", sorted(mutants.MUTANTS))
+def test_mutant_is_caught_by_the_whole_suite(tmp_path: Path, name: str) -> None:
+    result = run_server(tmp_path, mutants.command(name), name, "msgpack", scale=0.5)
+    caught = [c["id"] for c in result.cases if c["outcome"] == "fail"]
+    assert caught, f"mutant {name} passed the whole suite"
+
+
+def test_a_server_dying_mid_case_is_reported_with_its_stderr(tmp_path: Path) -> None:
+    selection = selecting("MSG-UNKNOWN-TYPE", "PING-PONG")
+    result = run_server(tmp_path, mutants.command("crash_on_dance"), "crash", "msgpack", *selection)
+    by_id = outcomes(result)
+    message = by_id["MSG-UNKNOWN-TYPE"]["message"]
+    assert "the server died during the case (exit status 70)" in message, message
+    assert "exiting on purpose" in message, message
+    assert by_id["MSG-UNKNOWN-TYPE"]["transcript"], "a failure carries its transcript"
+    assert by_id["PING-PONG"]["outcome"] == "pass", "the next case gets a fresh server"
+
+
+def test_a_running_target_skips_what_needs_the_process(tmp_path: Path) -> None:
+    selection = selecting("SHUTDOWN-SIGTERM", "HELLO-TIMEOUT", "PING-PONG", "FRAME-LEN-HUGE*")
+    with ServerProcess(BUNDLED["impl_select"], extra_args=["--codec", "msgpack"]) as server:
+        target = f"127.0.0.1:{server.port}"
+        code, output, results = run_conformance(tmp_path, "--target", target, "--name", "running", *selection)
+        assert server.alive(), "a --target run must not stop the server"
+    assert code == 0, output[-3000:]
+    by_id = outcomes(results[0])
+    assert results[0].implementation == "running"
+    assert by_id["PING-PONG"]["outcome"] == "pass"
+    assert by_id["FRAME-LEN-HUGE"]["outcome"] == "pass"
+    for case_id in ("SHUTDOWN-SIGTERM", "HELLO-TIMEOUT", "FRAME-LEN-HUGE-NO-ALLOC"):
+        assert by_id[case_id]["outcome"] == "skip", by_id[case_id]
+        assert "--target" in by_id[case_id]["message"]
+
+
+def test_list_and_unknown_selection(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "conformance", "--list"]
+    listed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "FRAME-LEN-MAX" in listed and "§3.2" in listed and "MUST" in listed
+    assert f"{len(load_cases())} cases" in listed
+    code, output, _ = run_conformance(tmp_path, "--server-cmd", BUNDLED["impl_select"], "--case", "NO-SUCH-*")
+    assert code == 2 and "no case matches" in output
+
+
+# --- differential ---------------------------------------------------------------------------
+
+
+def test_both_bundled_servers_tell_the_same_story() -> None:
+    sessions = {}
+    for name, template in BUNDLED.items():
+        with ServerProcess(template, extra_args=["--codec", "msgpack"]) as server:
+            sessions[name] = run_session(server.address, "msgpack", timeout=10.0)
+    assert len(sessions["impl_select"]["alice"]) > 10
+    diff = compare(sessions["impl_select"], sessions["impl_asyncio"], ("impl_select", "impl_asyncio"))
+    assert not diff, "\n".join(diff)
+
+
+def test_the_differential_check_sees_a_difference() -> None:
+    sessions = {}
+    for name, template in (
+        ("reference", BUNDLED["impl_select"]),
+        ("mutant", mutants.command("echo_to_sender")),
+    ):
+        with ServerProcess(template, extra_args=["--codec", "msgpack"]) as server:
+            sessions[name] = run_session(server.address, "msgpack", timeout=10.0)
+    diff = compare(sessions["reference"], sessions["mutant"])
+    assert any('"type": "message"' in line for line in diff if line.startswith("+")), "\n".join(diff)
+
+
+# --- reports ----------------------------------------------------------------------------------
+
+
+def _fake_run(implementation: str, failing: str | None) -> RunResult:
+    result = RunResult(implementation, "msgpack", "2025-01-01T00:00:00+00:00", duration=1.5)
+    for case in ordered(load_cases())[:5]:
+        outcome = "fail" if case.id == failing else "pass"
+        result.cases.append(
+            {
+                "id": case.id,
+                "section": case.section,
+                "level": case.level.value,
+                "title": case.title,
+                "outcome": outcome,
+                "duration": 0.01,
+                "message": "expected x, got y" if failing == case.id else "",
+                "transcript": "[peer] 0.0001 >> 00" if failing == case.id else "",
+            }
+        )
+    return result
+
+
+def test_reports_json_junit_and_markdown(tmp_path: Path) -> None:
+    first_case = ordered(load_cases())[0].id
+    runs = [_fake_run("good", None), _fake_run("bad", first_case)]
+    write_json(tmp_path / "one.json", runs[:1])
+    single = json.loads((tmp_path / "one.json").read_text(encoding="utf-8"))
+    assert single["schema"] == SCHEMA and single["implementation"] == "good" and single["codec"] == "msgpack"
+    assert set(single["cases"][0]) == {
+        "id",
+        "section",
+        "level",
+        "title",
+        "outcome",
+        "duration",
+        "message",
+        "transcript",
+    }
+    write_json(tmp_path / "both.json", runs)
+    assert [r.implementation for r in read_json(tmp_path / "both.json")] == ["good", "bad"]
+    write_junit(tmp_path / "junit.xml", runs)
+    suites = ET.parse(tmp_path / "junit.xml").getroot()
+    assert [s.get("name") for s in suites] == ["good/msgpack", "bad/msgpack"]
+    assert suites[1].get("failures") == "1" and suites[1].find("testcase/failure") is not None
+    matrix = markdown_matrix(runs, ordered(load_cases()))
+    assert "| case | § | level | title | good/msgpack | bad/msgpack |" in matrix
+    assert f"| {first_case} |" in matrix and "**FAIL**" in matrix
