@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint conformance dev clean
+.PHONY: demo test bench dev clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,13 @@ demo: $(STAMP)
 ## Install and pass the tests, the type check and the linter.
 test: $(STAMP)
 	$(PY) -m pytest
-	$(PY) -m mypy --strict protocol impl_select impl_asyncio conformance client tests
+	$(PY) -m mypy --strict protocol impl_select impl_asyncio conformance client bench fuzz tools tests
 	$(PY) -m ruff check .
+
+## Benchmarks against the tutorial baseline and Redis pub/sub (when redis-server is installed).
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,uvloop]'
+	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

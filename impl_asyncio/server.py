@@ -19,6 +19,7 @@ import importlib
 import logging
 import signal
 import socket
+from collections.abc import Sequence
 from typing import cast
 
 from protocol import ClientId, ServerCore, dispatch
@@ -28,11 +29,21 @@ from protocol.serving import LISTEN_BACKLOG, Deadlines, listening_line, peer_hos
 
 log = logging.getLogger("impl_asyncio")
 
+#: Bytes queued for one client that make the server write them out before the loop iteration
+#: ends: uvloop reads a busy socket up to 32 times per iteration, and a burst that large
+#: waiting for the end of it would sit in memory, even pass the output cap (§10).
+FLUSH_EARLY = 256 * 1024
+#: Connections accepted per readiness event, so an accept storm cannot starve the others.
+ACCEPT_BATCH = 256
+#: Pause after an accept error such as EMFILE: the listener stays readable, and retrying
+#: at once would spin.
+ACCEPT_BACKOFF = 0.1
+
 
 class _ClientProtocol(asyncio.Protocol):
     """One accepted connection; hands what it hears to the server."""
 
-    __slots__ = ("client", "closing", "eof", "pending", "pending_size", "server", "transport")
+    __slots__ = ("client", "closing", "eof", "pending", "pending_size", "server", "transport", "unsent")
 
     def __init__(self, server: AsyncioServer) -> None:
         self.server = server
@@ -42,6 +53,9 @@ class _ClientProtocol(asyncio.Protocol):
         self.eof = False  # the peer's end of stream was read
         self.pending: list[bytes] = []  # frames queued in this loop iteration, not yet written
         self.pending_size = 0
+        # The transport's write buffer size just after our last write: it only shrinks until
+        # the next one, so pending_size + unsent bounds the output buffer from above.
+        self.unsent = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -79,8 +93,11 @@ class AsyncioServer:
         self._timer: asyncio.Handle | None = None
         self._timer_when = 0.0
         self._dirty: list[_ClientProtocol] = []
+        self._flush_early = False  # a queue passed FLUSH_EARLY: write before the iteration ends
         self._loop = asyncio.get_running_loop()
         self._stopping = False
+        self._listener: socket.socket | None = None
+        self._accepting: set[asyncio.Task[object]] = set()  # connect_accepted_socket, running
         self._stop_requested = asyncio.Event()
         self._done = asyncio.Event()  # every connection closed, or a second signal
 
@@ -88,31 +105,28 @@ class AsyncioServer:
         """Listen, serve until SIGINT or SIGTERM, shut down (§12); returns the exit status."""
         loop = self._loop
         try:
-            listener = await loop.create_server(
-                lambda: _ClientProtocol(self),
-                self.options.host,
-                self.options.port,
-                backlog=LISTEN_BACKLOG,
-                reuse_address=True,
-            )
+            listener = _listen(self.options.host, self.options.port)
         except OSError as exc:
             log.error("cannot listen on %s:%d: %s", self.options.host, self.options.port, exc)
             return 1
+        self._listener = listener
+        loop.add_reader(listener.fileno(), self._accept)
         # Handlers first: whoever reads the listening line may signal at once.
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._on_signal, signum)
-        host, port = listener.sockets[0].getsockname()[:2]
+        host, port = listener.getsockname()[:2]
         log.info("serving on %s:%d (codec %s)", host, port, self.core.codec.name.value)
         print(listening_line(host, port), flush=True)
         try:
             await self._stop_requested.wait()
-            listener.close()
+            self._stop_accepting()
             self.stop()
             try:
                 await asyncio.wait_for(self._done.wait(), SHUTDOWN_FLUSH_TIMEOUT)
             except TimeoutError:
                 log.warning("shutdown flush timed out; closing %d connections", len(self.peers))
         finally:
+            self._stop_accepting()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
             for peer in list(self.peers.values()):
@@ -122,6 +136,53 @@ class AsyncioServer:
             await asyncio.sleep(0)
         log.info("stopped")
         return 0
+
+    # --- accepting: a batch per readiness event --------------------------------------------
+
+    def _accept(self) -> None:
+        """Accept what the listener holds, up to ACCEPT_BATCH.
+
+        loop.create_server would do, but uvloop accepts one connection per loop iteration:
+        in a join storm every join would then cost a separate flush to every member.
+        """
+        listener = self._listener
+        if listener is None:
+            return
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                # EMFILE, ENFILE, ENOBUFS...: keep serving the connections there are.
+                log.error("accept failed: %s; pausing accepts for %.1f s", exc, ACCEPT_BACKOFF)
+                self._loop.remove_reader(listener.fileno())
+                self._loop.call_later(ACCEPT_BACKOFF, self._resume_accepting)
+                return
+            task = self._loop.create_task(
+                self._loop.connect_accepted_socket(lambda: _ClientProtocol(self), sock)
+            )
+            self._accepting.add(task)
+            task.add_done_callback(self._accepted)
+
+    def _accepted(self, task: asyncio.Task[object]) -> None:
+        self._accepting.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # It never reached the room. Its socket is closed by its transport, or, if none was
+            # made, when the socket object is dropped: closing it here could close a reused fd.
+            log.info("dropping an accepted connection: %s", task.exception())
+
+    def _resume_accepting(self) -> None:
+        if self._listener is not None:
+            self._loop.add_reader(self._listener.fileno(), self._accept)
+
+    def _stop_accepting(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            self._loop.remove_reader(listener.fileno())
+            listener.close()
 
     def _on_signal(self, signum: int) -> None:
         if not self._stop_requested.is_set():
@@ -159,6 +220,8 @@ class AsyncioServer:
 
     def received(self, peer: _ClientProtocol, data: bytes) -> None:
         dispatch(self.core, self.core.receive(peer.client, data), self, self.options.max_output_buffer)
+        if self._flush_early:
+            self._flush()
 
     def disconnected(self, peer: _ClientProtocol, exc: Exception | None) -> None:
         if self.peers.pop(peer.client, None) is None:
@@ -212,6 +275,8 @@ class AsyncioServer:
             self._dirty.append(peer)
         peer.pending.append(data)
         peer.pending_size += len(data)
+        if peer.pending_size > FLUSH_EARLY:
+            self._flush_early = True
 
     def buffered(self, client: ClientId) -> int:
         peer = self.peers.get(client)
@@ -219,7 +284,40 @@ class AsyncioServer:
             return 0
         return peer.pending_size + peer.transport.get_write_buffer_size()
 
+    def fan_out(
+        self, data: bytes, clients: Sequence[ClientId], exclude: ClientId | None, limit: int
+    ) -> list[ClientId]:
+        """:func:`protocol.server.fan_out_each` over this server's peers, in one loop."""
+        over: list[ClientId] = []
+        peers = self.peers
+        dirty = self._dirty
+        flush_scheduled = bool(dirty)
+        size = len(data)
+        for client in clients:
+            if client == exclude:
+                continue
+            peer = peers.get(client)
+            if peer is None or peer.closing:
+                continue
+            if peer.pending_size + peer.unsent > limit:
+                # Maybe over: ask the transport what it still holds (the exact buffered()).
+                assert peer.transport is not None
+                peer.unsent = peer.transport.get_write_buffer_size()
+                if peer.pending_size + peer.unsent > limit:
+                    over.append(client)
+                    continue
+            if not peer.pending:
+                dirty.append(peer)
+            peer.pending.append(data)
+            peer.pending_size += size
+            if peer.pending_size > FLUSH_EARLY:
+                self._flush_early = True
+        if dirty and not flush_scheduled:
+            self._loop.call_soon(self._flush)
+        return over
+
     def _flush(self) -> None:
+        self._flush_early = False
         dirty, self._dirty = self._dirty, []
         for peer in dirty:
             if not peer.closing:  # else written by close() or dropped
@@ -227,10 +325,13 @@ class AsyncioServer:
 
     def _write_pending(self, peer: _ClientProtocol) -> None:
         if peer.pending:
-            assert peer.transport is not None
-            peer.transport.write(b"".join(peer.pending))
+            transport = peer.transport
+            assert transport is not None
+            # uvloop gathers the frames into one send without joining them first.
+            transport.writelines(peer.pending)
             peer.pending.clear()
             peer.pending_size = 0
+            peer.unsent = transport.get_write_buffer_size()
 
     def close(self, client: ClientId, flush: bool) -> None:
         peer = self.peers.get(client)
@@ -253,6 +354,23 @@ class AsyncioServer:
             peer.transport.write_eof()
         self._closing.arm(client, self._loop.time())
         self._schedule_timer()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, sockaddr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    listener = socket.socket(family, kind, proto)
+    try:
+        # Lets a restarted server bind while old connections sit in TIME_WAIT.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(sockaddr)
+        listener.listen(LISTEN_BACKLOG)
+        listener.setblocking(False)
+    except BaseException:
+        listener.close()
+        raise
+    return listener
 
 
 async def _serve(options: ServerOptions, core: ServerCore) -> int:

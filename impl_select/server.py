@@ -14,7 +14,7 @@ import selectors
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -26,6 +26,12 @@ from protocol.serving import LISTEN_BACKLOG, Deadlines, listening_line, peer_hos
 log = logging.getLogger("impl_select")
 
 READ_SIZE = 65536
+#: Buffers handed to one ``sendmsg``: Linux's IOV_MAX.
+SEND_BUFFERS = 1024
+#: Bytes queued for one connection that make the server write before the loop iteration ends:
+#: every ready socket gives READ_SIZE per iteration, and with many senders the output for
+#: one recipient would otherwise grow with their number (and could pass the cap, §10).
+FLUSH_EARLY = 256 * 1024
 #: Connections accepted per readiness event, so an accept storm cannot starve the others.
 ACCEPT_BATCH = 256
 #: Pause after an accept error such as EMFILE: the listener stays readable, and retrying
@@ -41,12 +47,15 @@ _WRITE = selectors.EVENT_WRITE
 class _Peer:
     """One accepted connection: its socket, queued output and where it is in closing."""
 
-    __slots__ = ("client", "closing", "dirty", "eof", "events", "output", "shut", "sock")
+    __slots__ = ("client", "closing", "dirty", "eof", "events", "output", "queued", "shut", "sock")
 
     def __init__(self, sock: socket.socket, client: ClientId) -> None:
         self.sock = sock
         self.client = client
-        self.output = bytearray()
+        # Frames not yet accepted by the kernel. A frame fanned out to many peers is one bytes
+        # object in all their queues: queuing it copies nothing, and sendmsg gathers it.
+        self.output: list[bytes | memoryview] = []
+        self.queued = 0  # bytes in output
         self.events = 0  # as registered with the selector; 0 = not registered
         self.dirty = False  # queued for the flush at the end of this loop iteration
         self.closing = False  # the core is done with it: input is discarded, writes dropped
@@ -67,6 +76,7 @@ class SelectServer:
         self.selector = selectors.DefaultSelector()
         self.peers: dict[ClientId, _Peer] = {}
         self._dirty: list[_Peer] = []
+        self._flush_early = False  # a queue passed FLUSH_EARLY: flush before the iteration ends
         self._hello: Deadlines[ClientId] = Deadlines(options.hello_timeout)
         self._closing: Deadlines[ClientId] = Deadlines(CLOSE_LINGER)
         self._accept_paused_until: float | None = None
@@ -114,6 +124,8 @@ class SelectServer:
                         self._on_ready(key.data, mask)
                     else:
                         key.data()
+                    if self._flush_early:
+                        self._flush()
                 self._expire_timers()
                 self._flush()
         finally:
@@ -286,6 +298,7 @@ class SelectServer:
 
     def _flush(self) -> None:
         """Give every connection with new output (or writable again) one ``send``."""
+        self._flush_early = False
         while self._dirty:
             batch, self._dirty = self._dirty, []
             for peer in batch:
@@ -297,13 +310,20 @@ class SelectServer:
         output = peer.output
         if output:
             try:
-                sent = peer.sock.send(output)
+                if len(output) == 1:
+                    sent = peer.sock.send(output[0])
+                else:
+                    sent = peer.sock.sendmsg(output[:SEND_BUFFERS])
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError as exc:
                 self._lost(peer, exc)
                 return
-            del output[:sent]
+            peer.queued -= sent
+            if peer.queued:
+                _drop_sent(output, sent)
+            else:
+                output.clear()
         if not output and peer.closing and not peer.shut:
             # Flushed: half-close (§9.4 step 3), then drain until EOF unless it came already.
             try:
@@ -326,7 +346,8 @@ class SelectServer:
         self._hello.cancel(peer.client)
         self._closing.cancel(peer.client)
         self._set_events(peer, 0)
-        peer.output = bytearray()
+        peer.output = []
+        peer.queued = 0
         peer.closing = True
         peer.sock.close()
 
@@ -349,13 +370,43 @@ class SelectServer:
     def write(self, client: ClientId, data: bytes) -> None:
         peer = self.peers.get(client)
         if peer is not None and not peer.closing:
-            peer.output += data
+            peer.output.append(data)
+            peer.queued += len(data)
             if not peer.events & _WRITE:  # else the kernel is full: wait for EVENT_WRITE
                 self._mark_dirty(peer)
+                if peer.queued > FLUSH_EARLY:
+                    self._flush_early = True
 
     def buffered(self, client: ClientId) -> int:
         peer = self.peers.get(client)
-        return len(peer.output) if peer is not None else 0
+        return peer.queued if peer is not None else 0
+
+    def fan_out(
+        self, data: bytes, clients: Sequence[ClientId], exclude: ClientId | None, limit: int
+    ) -> list[ClientId]:
+        """:func:`protocol.server.fan_out_each` over this server's peers, in one loop."""
+        over: list[ClientId] = []
+        peers = self.peers
+        dirty = self._dirty
+        size = len(data)
+        for client in clients:
+            if client == exclude:
+                continue
+            peer = peers.get(client)
+            if peer is None or peer.closing:
+                continue
+            if peer.queued > limit:
+                over.append(client)
+                continue
+            peer.output.append(data)
+            peer.queued += size
+            if not peer.events & _WRITE:  # else the kernel is full: wait for EVENT_WRITE
+                if not peer.dirty:
+                    peer.dirty = True
+                    dirty.append(peer)
+                if peer.queued > FLUSH_EARLY:
+                    self._flush_early = True
+        return over
 
     def close(self, client: ClientId, flush: bool) -> None:
         peer = self.peers.get(client)
@@ -369,6 +420,19 @@ class SelectServer:
         self._hello.cancel(client)
         self._closing.arm(client, time.monotonic())
         self._mark_dirty(peer)
+
+
+def _drop_sent(output: list[bytes | memoryview], sent: int) -> None:
+    """Remove the first ``sent`` bytes from ``output``, whole buffers and then part of one."""
+    done = 0
+    while sent:
+        size = len(output[done])
+        if sent < size:
+            output[done] = memoryview(output[done])[sent:]
+            break
+        sent -= size
+        done += 1
+    del output[:done]
 
 
 def _ignore_signal(signum: int, frame: FrameType | None) -> None:

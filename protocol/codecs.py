@@ -37,6 +37,8 @@ def _refuse_ext(code: int, data: bytes) -> Any:
 _PICKLE_PREFIXES = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
 _SCALARS = (str, int, float, bool, type(None), bytes)
+#: The octet ff as an int: ``int in bytes`` is a plain memchr.
+_EXT_TYPE_MINUS_ONE = 0xFF
 
 
 def _reject_timestamps(value: Any) -> None:
@@ -69,13 +71,23 @@ class MsgpackCodec:
             raise LocalProtocolError(ErrorCode.BAD_PAYLOAD, f"not encodable as msgpack: {exc}") from None
         return data
 
+    def encode_str(self, text: str) -> bytes:
+        """``text`` as msgpack: its bytes inside any map or array that holds it."""
+        try:
+            data: bytes = self._packer.pack(text)
+        except Exception as exc:
+            raise LocalProtocolError(ErrorCode.BAD_PAYLOAD, f"not encodable as msgpack: {exc}") from None
+        return data
+
     def decode(self, payload: bytes) -> Any:
         try:
             # max_*_len default to len(payload), so no length in the payload can over-allocate.
             value = msgpack.unpackb(
                 payload, raw=False, strict_map_key=True, ext_hook=_refuse_ext, timestamp=0, use_list=True
             )
-            if not isinstance(value, _SCALARS):
+            # A timestamp is ext type -1, whose type octet is ff; UTF-8 text never contains ff,
+            # so a payload without that octet (nearly every message) cannot hold one.
+            if _EXT_TYPE_MINUS_ONE in payload and not isinstance(value, _SCALARS):
                 _reject_timestamps(value)
         except Exception as exc:
             # msgpack raises ValueError subclasses, UnicodeDecodeError, TypeError (unhashable keys), ...
@@ -105,15 +117,120 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 _MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+_MEMO_GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
+#: The opcodes that read the object on top of the stack without popping it.
+_READ_TOP = _MEMO_PUTS | {"MEMOIZE", "DUP"}
+#: The opcodes that push a str or bytes: the only values a restricted pickle may hash.
+_STRINGS = frozenset(
+    {
+        "STRING",
+        "BINSTRING",
+        "SHORT_BINSTRING",
+        "UNICODE",
+        "BINUNICODE",
+        "SHORT_BINUNICODE",
+        "BINUNICODE8",
+        "BINBYTES",
+        "SHORT_BINBYTES",
+        "BINBYTES8",
+    }
+)
+# What the scan knows of a stack item.
+_OTHER, _STRING, _MARK = 0, 1, 2
+# What an opcode hashes: nothing, every other item above the mark (dict keys), or all of them.
+_HASHES_NONE, _HASHES_PAIRS, _HASHES_ALL = 0, 1, 2
+_HASHES = {
+    "SETITEMS": _HASHES_PAIRS,
+    "DICT": _HASHES_PAIRS,
+    "ADDITEMS": _HASHES_ALL,
+    "FROZENSET": _HASHES_ALL,
+}
 
 
-def _check_memo_indices(payload: bytes) -> None:
-    # The C unpickler grows its memo table to twice the largest PUT index it meets and clears
-    # every slot, so "N r\xff\xff\xff\x0f" alone would touch gigabytes. A pickle stores fewer
-    # objects than it has bytes; pickletools reads the opcodes without building anything.
+def _effect(opcode: pickletools.OpcodeInfo) -> tuple[bool, int, tuple[int, ...], int]:
+    """From pickletools' table: whether the opcode takes the items above the topmost mark,
+    how many objects it pops below them, the kinds it pushes, and what it hashes."""
+    before = opcode.stack_before
+    marked = pickletools.markobject in before
+    below = before.index(pickletools.markobject) if marked else len(before)
+    kind = _STRING if opcode.name in _STRINGS else _OTHER
+    pushes = tuple(_MARK if item is pickletools.markobject else kind for item in opcode.stack_after)
+    return marked, below, pushes, _HASHES.get(opcode.name, _HASHES_NONE)
+
+
+_EFFECTS = {opcode.name: _effect(opcode) for opcode in pickletools.opcodes}
+
+
+def _underflow() -> pickle.UnpicklingError:
+    return pickle.UnpicklingError("stack underflow")
+
+
+def _scan(payload: bytes) -> None:
+    """Refuse, before anything is built, the pickles that would cost far more than their size.
+
+    - A memo index at or beyond the payload length: the C unpickler grows its memo table to
+      twice the largest PUT index and clears every slot, so ``4e 72 ff ff ff 0f`` alone
+      would touch gigabytes. A pickle stores fewer objects than it has bytes.
+    - A dict key or set element that is not a str or bytes (§14.1): a tuple hashes all its
+      items without caching, so DUP TUPLE2 repeated n times (2n bytes) makes a key whose hash
+      takes 2**n steps; ints and floats hash predictably, so keys with one hash make
+      inserting quadratic. str and bytes hashes are salted per process.
+
+    pickletools reads the opcodes without building anything; only the kind of each stack item
+    (mark, str or bytes, other) is followed, through the memo too, with the unpickler's rules
+    for marks: an opcode never pops an object from below the topmost mark.
+    """
+    stack: list[int] = []
+    marks: list[int] = []  # where the marks are in ``stack``
+    memo: dict[Any, int] = {}
     for opcode, argument, _ in pickletools.genops(payload):
-        if opcode.name in _MEMO_PUTS and isinstance(argument, int) and argument >= len(payload):
-            raise pickle.UnpicklingError(f"memo index {argument} is out of range")
+        name = opcode.name
+        fence = marks[-1] + 1 if marks else 0  # objects below it are out of reach
+        if name in _READ_TOP:
+            if len(stack) <= fence:
+                raise _underflow()
+            if name == "DUP":
+                stack.append(stack[-1])
+            elif name == "MEMOIZE":
+                memo[len(memo)] = stack[-1]
+            elif isinstance(argument, int) and argument >= len(payload):
+                raise pickle.UnpicklingError(f"memo index {argument} is out of range")
+            else:
+                memo[argument] = stack[-1]
+        elif name in _MEMO_GETS:
+            stack.append(memo.get(argument, _OTHER))
+        elif name == "POP":
+            # An object, or the topmost mark when nothing is above it, as the unpickler does.
+            if not stack:
+                raise _underflow()
+            if marks and marks[-1] == len(stack) - 1:
+                marks.pop()
+            stack.pop()
+        elif name == "MARK":
+            marks.append(len(stack))
+            stack.append(_MARK)
+        else:
+            marked, below, pushes, hashes = _EFFECTS[name]
+            hashed: list[int] = []
+            if marked:
+                if not marks:
+                    raise pickle.UnpicklingError("no mark on the stack")
+                at = marks.pop()
+                if hashes == _HASHES_PAIRS:
+                    hashed = stack[at + 1 :: 2]
+                elif hashes == _HASHES_ALL:
+                    hashed = stack[at + 1 :]
+                del stack[at:]
+                fence = marks[-1] + 1 if marks else 0
+            if below:
+                if len(stack) - below < fence:
+                    raise _underflow()
+                if name == "SETITEM":
+                    hashed = stack[-2:-1]  # dict, key, value
+                del stack[-below:]
+            if _OTHER in hashed:
+                raise pickle.UnpicklingError(f"{name}: a dict key or set element must be a str or bytes")
+            stack.extend(pushes)
 
 
 class PickleCodec:
@@ -132,7 +249,7 @@ class PickleCodec:
     def decode(self, payload: bytes) -> Any:
         stream = io.BytesIO(payload)
         try:
-            _check_memo_indices(payload)
+            _scan(payload)
             value = RestrictedUnpickler(stream).load()
         except Exception as exc:
             # UnpicklingError, EOFError, ValueError, UnicodeDecodeError, MemoryError on absurd

@@ -35,6 +35,7 @@ from .messages import (
     Hello,
     Message,
     Ping,
+    Relayed,
     Say,
     Shutdown,
     Welcome,
@@ -75,11 +76,40 @@ class ConnectionClosed:
 Event = Message | ConnectionClosed | NeedData
 
 _CLIENT_ACTIVE_SENDS = (Say, Who, Ping)
+#: msgpack's fixstr of length 0.
+_EMPTY_MSGPACK_STR = b"\xa0"
 
 
 def encode_message(codec: Codec, message: Message) -> bytes:
     """One whole frame carrying ``message``: encode once, then send it to any number of peers."""
     return encode_frame(codec.encode(message.to_wire()))
+
+
+class RelayEncoder:
+    """The frames of ``message{name, host, text}`` for one sender (§8.4).
+
+    Equal to ``encode_message(codec, Relayed(name, host, text))``. With msgpack, whose map is
+    its header then each key and value encoded on its own, in order, everything before the
+    text is encoded once and only the text on each call.
+    """
+
+    __slots__ = ("_codec", "_head", "_host", "_msgpack", "_name")
+
+    def __init__(self, codec: Codec, name: str, host: str) -> None:
+        self._codec = codec
+        self._name = name
+        self._host = host
+        self._msgpack = codec if isinstance(codec, MsgpackCodec) else None
+        self._head = b""
+        if self._msgpack is not None:
+            empty = self._msgpack.encode(Relayed(name, host, "").to_wire())
+            assert empty.endswith(_EMPTY_MSGPACK_STR)  # the text comes last (§4.2, §5.4.3)
+            self._head = empty[: -len(_EMPTY_MSGPACK_STR)]
+
+    def frame(self, text: str) -> bytes:
+        if self._msgpack is None:
+            return encode_message(self._codec, Relayed(self._name, self._host, text))
+        return encode_frame(self._head + self._msgpack.encode_str(text))
 
 
 class Connection:
@@ -90,6 +120,9 @@ class Connection:
         self.codec: Codec = codec if codec is not None else MsgpackCodec()
         self.state = State.AWAIT_HELLO
         self._decoder = FrameDecoder(max_frame)
+        # Complete payloads taken from the decoder in one go, and how many have been handled.
+        self._payloads: list[bytes] = []
+        self._handled = 0
         self._send_limit = max_frame
         self._accepted = CLIENT_MESSAGES if role is Role.SERVER else SERVER_MESSAGES
         self._eof = False
@@ -108,7 +141,8 @@ class Connection:
     @property
     def buffered(self) -> int:
         """Received bytes not yet returned as an event."""
-        return self._decoder.buffered
+        taken = sum(HEADER_SIZE + len(payload) for payload in self._payloads[self._handled :])
+        return taken + self._decoder.buffered
 
     # --- bytes in, events out ----------------------------------------------------------
 
@@ -131,8 +165,14 @@ class Connection:
             return NEED_DATA
         try:
             while True:
-                payload = self._decoder.next_frame()
-                if payload is None:
+                if self._handled < len(self._payloads):
+                    payload = self._payloads[self._handled]
+                    self._handled += 1
+                else:
+                    self._payloads = self._decoder.frames()
+                    self._handled = 0
+                    if self._payloads:
+                        continue
                     if self._eof:
                         self.state = State.CLOSED
                         return ConnectionClosed(clean=self._decoder.buffered == 0)
@@ -229,6 +269,7 @@ __all__ = [
     "Event",
     "NeedData",
     "ProtocolError",
+    "RelayEncoder",
     "Role",
     "State",
     "encode_message",

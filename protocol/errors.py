@@ -10,11 +10,18 @@ from __future__ import annotations
 
 from .constants import FATAL, ErrorCode
 
+#: The longest message an error keeps, in code points. Messages can quote the peer's input (a
+#: decoder's complaint about a 1 MiB string), yet the error frame carrying one must fit the
+#: smallest max_frame (§3.2): 200 code points are 800 octets of UTF-8 at most.
+MAX_MESSAGE_LENGTH = 200
+
 
 class ProtocolError(Exception):
     """A violation of the protocol, with the spec's code and whether it ends the connection."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
+        if len(message) > MAX_MESSAGE_LENGTH:
+            message = message[: MAX_MESSAGE_LENGTH - 3] + "..."
         super().__init__(message)
         self.code = code
         self.message = message

@@ -46,11 +46,13 @@ def _is_members(value: Any) -> bool:
     return isinstance(value, tuple) and all(type(m) is Member for m in value)
 
 
-_CHECKS: dict[Any, tuple[_Check, str]] = {
-    str: (_is_str, "a string"),
-    int: (_is_count, "a non-negative integer"),
-    bool: (_is_bool, "a boolean"),
-    tuple[Member, ...]: (_is_members, "a list of {name, host} maps"),
+# Per spec type: the Python type that passes by itself (the common case, checked inline), the
+# full check, and what the error says was expected.
+_CHECKS: dict[Any, tuple[type | None, _Check, str]] = {
+    str: (str, _is_str, "a string"),
+    int: (None, _is_count, "a non-negative integer"),
+    bool: (bool, _is_bool, "a boolean"),
+    tuple[Member, ...]: (None, _is_members, "a list of {name, host} maps"),
 }
 
 
@@ -59,12 +61,15 @@ class Message:
 
     __slots__ = ()
     TYPE: ClassVar[str]
-    _FIELDS: ClassVar[tuple[tuple[str, _Check, str], ...]]
+    _FIELDS: ClassVar[tuple[tuple[str, type | None, _Check, str], ...]]
+    _NAMES: ClassVar[tuple[str, ...]]
+    #: No field is converted from its wire form (every type but roster).
+    _PLAIN: ClassVar[bool]
 
     def __post_init__(self) -> None:
-        for name, check, expected in self._FIELDS:
+        for name, exact, check, expected in self._FIELDS:
             value = getattr(self, name)
-            if not check(value):
+            if type(value) is not exact and not check(value):
                 # Only the type is named: a peer's value can be too large, too deep or (a pickled
                 # int) too long to repr, and the error carrying this text must fit one frame.
                 raise LocalProtocolError(
@@ -75,7 +80,7 @@ class Message:
     def to_wire(self) -> dict[str, Any]:
         """The map this message encodes to, ``type`` first, then fields in spec order."""
         wire: dict[str, Any] = {"type": self.TYPE}
-        for name, _, _ in self._FIELDS:
+        for name in self._NAMES:
             value = getattr(self, name)
             if type(value) is tuple:
                 value = [{"name": m.name, "host": m.host} for m in value]
@@ -91,6 +96,8 @@ def _register(table: dict[str, type[Message]]) -> Callable[[type[Message]], type
     def register(cls: type[Message]) -> type[Message]:
         hints = get_type_hints(cls)
         cls._FIELDS = tuple((f.name, *_CHECKS[hints[f.name]]) for f in fields(cls))  # type: ignore[arg-type]
+        cls._NAMES = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+        cls._PLAIN = "members" not in cls._NAMES
         table[cls.TYPE] = cls
         return cls
 
@@ -262,15 +269,29 @@ def from_wire(value: Any, accepted: dict[str, type[Message]]) -> Message:
     cls = accepted.get(kind)
     if cls is None:
         raise RemoteProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:64]!r}")
-    arguments = {}
-    for name, _, _ in cls._FIELDS:
+    if cls._PLAIN:
+        # Every type but roster: the fields as they are, in order.
+        try:
+            arguments = [value[name] for name in cls._NAMES]
+        except KeyError:
+            raise _lacking(cls, value) from None
+        try:
+            return cls(*arguments)
+        except LocalProtocolError as exc:
+            raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, exc.message) from None
+    converted = {}
+    for name in cls._NAMES:
         if name in value:
             field_value = value[name]
-            arguments[name] = _wire_members(field_value) if name == "members" else field_value
+            converted[name] = _wire_members(field_value) if name == "members" else field_value
     try:
-        return cls(**arguments)
+        return cls(**converted)
     except TypeError:
-        missing = [name for name, _, _ in cls._FIELDS if name not in value]
-        raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, f"{kind} lacks field(s) {missing}") from None
+        raise _lacking(cls, value) from None
     except LocalProtocolError as exc:
         raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, exc.message) from None
+
+
+def _lacking(cls: type[Message], value: dict[Any, Any]) -> RemoteProtocolError:
+    missing = [name for name in cls._NAMES if name not in value]
+    return RemoteProtocolError(ErrorCode.BAD_MESSAGE, f"{cls.TYPE} lacks field(s) {missing}")

@@ -10,12 +10,14 @@ interface, including the output-buffer cap, so both servers share it.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Protocol
 
 from .codecs import Codec
-from .connection import NEED_DATA, Connection, ConnectionClosed, Role, State, encode_message
+from .connection import NEED_DATA, Connection, ConnectionClosed, RelayEncoder, Role, State, encode_message
 from .constants import (
     DEFAULT_MAX_FRAME,
     DEFAULT_MAX_OUTPUT_BUFFER,
@@ -35,7 +37,6 @@ from .messages import (
     Member,
     Ping,
     Pong,
-    Relayed,
     Roster,
     Say,
     Shutdown,
@@ -51,11 +52,16 @@ log = logging.getLogger("protocol.server")
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Queue ``data`` (whole frames) for every client in ``to`` except ``exclude``."""
+    """Queue ``data`` (whole frames) for every client in ``to`` except ``exclude``.
+
+    When ``data`` holds several frames, ``frame_ends`` lists where each ends: the output cap
+    (§10) still applies frame by frame.
+    """
 
     data: bytes
     to: Sequence[ClientId]
     exclude: ClientId | None = None
+    frame_ends: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +79,7 @@ Action = Send | Close
 class _Client:
     connection: Connection
     host: str
+    relay: RelayEncoder | None = None  # from the join on
 
 
 class ServerCore:
@@ -93,6 +100,8 @@ class ServerCore:
         self.room: Room[ClientId] = Room()
         self._clients: dict[ClientId, _Client] = {}
         self._next_id = 0
+        # Frames relaying the says of the run receive() is in, not yet queued (see receive()).
+        self._relayed: list[bytes] = []
 
     def __contains__(self, client: object) -> bool:
         return client in self._clients
@@ -113,7 +122,12 @@ class ServerCore:
         return client
 
     def receive(self, client: ClientId, data: bytes) -> list[Action]:
-        """Bytes arrived from ``client``; ``b""`` is its end of stream."""
+        """Bytes arrived from ``client``; ``b""`` is its end of stream.
+
+        The frames relaying a run of consecutive ``say`` messages leave as one :class:`Send`:
+        nothing else happens between them, so they have the same recipients, and joining
+        them costs each recipient one write instead of one per message (§8.4, §11).
+        """
         state = self._clients.get(client)
         if state is None:
             return []
@@ -125,10 +139,13 @@ class ServerCore:
                 try:
                     event = connection.next_event()
                 except RemoteProtocolError as exc:
+                    self._send_relayed(client, actions)
                     self._refuse(client, exc, actions)
                     if exc.fatal:
                         return actions
                     continue
+                if type(event) is not Say:
+                    self._send_relayed(client, actions)
                 if event is NEED_DATA:
                     return actions
                 if isinstance(event, ConnectionClosed):
@@ -140,6 +157,7 @@ class ServerCore:
         except Exception:
             # A bug here must cost one connection, not the server (§9.1 internal_error).
             log.exception("internal error while serving connection %d", client)
+            self._send_relayed(client, actions)
             if client in self._clients:
                 self._refuse(
                     client, ProtocolError(ErrorCode.INTERNAL_ERROR, "internal server error"), actions
@@ -182,18 +200,31 @@ class ServerCore:
 
     # --- the protocol -------------------------------------------------------------------
 
+    def _send_relayed(self, client: ClientId, actions: list[Action]) -> None:
+        """Queue the frames relayed for ``client`` so far for every other member, in one Send."""
+        relayed = self._relayed
+        if len(relayed) == 1:
+            actions.append(Send(relayed[0], self.room.members, exclude=client))
+        elif relayed:
+            ends = tuple(accumulate(map(len, relayed)))
+            actions.append(Send(b"".join(relayed), self.room.members, exclude=client, frame_ends=ends))
+        relayed.clear()
+
     def _handle(self, client: ClientId, state: _Client, message: object, actions: list[Action]) -> None:
-        room = self.room
         if isinstance(message, Say):
-            seat = room.seat(client)
-            data = encode_message(self.codec, Relayed(seat.name, seat.host, message.text))
+            relay = state.relay
+            if relay is None:  # a member has one; anything else is a bug, caught in receive()
+                raise LookupError(f"connection {client} says before joining")
+            data = relay.frame(message.text)
             if len(data) - HEADER_SIZE > self.max_frame:
+                self._send_relayed(client, actions)
                 too_long = ProtocolError(
                     ErrorCode.TEXT_TOO_LONG, "the relayed message would not fit max_frame"
                 )
                 self._refuse(client, too_long, actions)
             else:
-                actions.append(Send(data, room.members, exclude=client))
+                # Sent by receive() once the run of says ends (_send_relayed).
+                self._relayed.append(data)
         elif isinstance(message, Ping):
             data = encode_message(self.codec, Pong(message.token))
             if len(data) - HEADER_SIZE > self.max_frame:
@@ -213,6 +244,7 @@ class ServerCore:
         except RemoteProtocolError as exc:
             self._refuse(client, exc, actions)
             return
+        state.relay = RelayEncoder(self.codec, seat.name, seat.host)
         count = len(self.room)
         welcome = Welcome(
             name=seat.name,
@@ -282,6 +314,36 @@ class Transport(Protocol):
         """Bytes queued for ``client`` and not yet accepted by the kernel."""
 
 
+class FanOut(Protocol):
+    """An optional :class:`Transport` method: queue one frame for many clients in one call.
+
+    ``fan_out(data, clients, exclude, limit)`` must do exactly what :func:`fan_out_each`
+    does with ``write`` and ``buffered``; a server implements it to run that loop over its own
+    structures, without two method calls per recipient.
+    """
+
+    def __call__(
+        self, data: bytes, clients: Sequence[ClientId], exclude: ClientId | None, limit: int
+    ) -> list[ClientId]: ...
+
+
+def fan_out_each(
+    transport: Transport, data: bytes, clients: Sequence[ClientId], exclude: ClientId | None, limit: int
+) -> list[ClientId]:
+    """Queue ``data`` for every client in ``clients`` but ``exclude`` that holds at most ``limit``
+    bytes; return the others, which are over the cap, in order."""
+    over: list[ClientId] = []
+    write = transport.write
+    buffered = transport.buffered
+    for client in clients:
+        if client != exclude:
+            if buffered(client) > limit:
+                over.append(client)
+            else:
+                write(client, data)
+    return over
+
+
 def dispatch(
     core: ServerCore,
     actions: list[Action],
@@ -293,23 +355,27 @@ def dispatch(
     Cutting one client off announces its departure, which may push others past the cap,
     so this runs until no queue is over.
     """
+    fan_out: FanOut | None = getattr(transport, "fan_out", None)
     pending = actions
     while pending:
         over: list[ClientId] = []
         for action in pending:
             if isinstance(action, Send):
                 data = action.data
-                exclude = action.exclude
-                write = transport.write
-                buffered = transport.buffered
+                # Checked before queuing, so a queue never holds more than the cap (§10).
                 limit = max_output_buffer - len(data)
-                for client in action.to:
-                    if client != exclude:
-                        # Checked before queuing, so a queue never holds more than the cap (§10).
-                        if buffered(client) > limit:
-                            over.append(client)
-                        else:
-                            write(client, data)
+                if fan_out is not None:
+                    cut = fan_out(data, action.to, action.exclude, limit)
+                else:
+                    cut = fan_out_each(transport, data, action.to, action.exclude, limit)
+                if cut and action.frame_ends:
+                    # Frame by frame, a client is cut off at the first frame it cannot take:
+                    # the departures come in that order (each left counts those remaining).
+                    ends = action.frame_ends
+                    cut.sort(
+                        key=lambda client: bisect_right(ends, max_output_buffer - transport.buffered(client))
+                    )
+                over += cut
             else:
                 transport.close(action.client, action.flush)
         pending = []

@@ -423,6 +423,49 @@ PICKLE_GADGETS: list[tuple[str, bytes, str]] = [
 ]
 
 
+def _long1(value: int) -> bytes:
+    """LONG1: 0x8a, uint8 length, the integer in little-endian two's complement."""
+    data = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x8a" + bytes([len(data)]) + data
+
+
+#: A tuple with 2**64 paths to the empty tuple, in 129 octets: EMPTY_TUPLE, then DUP TUPLE2 64 times.
+TUPLE_BOMB = b")" + b"2\x86" * 64
+#: CPython hashes an int n as n mod (2**61 - 1), so these keys all hash to 0.
+COLLIDING_KEYS = [k * ((1 << 61) - 1) for k in (1, 2, 3)]
+
+# Inputs that fuzzing found to cost far more than their size, or to make a server break §3.2.
+PICKLE_FINDINGS: list[tuple[str, bytes, str]] = [
+    (
+        "tuple-key-hash-bomb",
+        PROTO2 + b"}" + TUPLE_BOMB + b"Ns.",
+        "EMPTY_DICT, a tuple of 2**64 paths (EMPTY_TUPLE, then DUP TUPLE2 64 times), NONE, SETITEM: the "
+        "tuple is a dict key. Hashing a tuple visits every item and is not cached, so inserting it would "
+        "take 2**64 steps. Dict keys must be str or bytes (§14.1).",
+    ),
+    (
+        "frozenset-hash-bomb",
+        PROTO4 + b"(" + TUPLE_BOMB + b"\x91.",
+        "MARK, the same 2**64-path tuple, FROZENSET: a set element is hashed like a dict key (§14.1).",
+    ),
+    (
+        "colliding-int-keys",
+        PROTO2 + b"}(" + b"".join(_long1(key) + b"N" for key in COLLIDING_KEYS) + b"u.",
+        "EMPTY_DICT, MARK, three LONG1 keys k * (2**61 - 1) with NONE values, SETITEMS. CPython hashes "
+        "ints predictably and these keys hash alike: a frame of such keys makes building the dict "
+        "quadratic (a 1 MiB frame, about 80,000 keys, takes half a minute). Dict keys must be str or "
+        "bytes (§14.1).",
+    ),
+    (
+        "error-quoting-long-input",
+        b"S" + b"A" * 1000 + b"\n.",
+        "Protocol 0 STRING whose argument has no quotes: the decoder's complaint quotes the argument. The "
+        "error's message must be cut short, so that the error frame fits max_frame even at "
+        f"MIN_MAX_FRAME ({MIN_MAX_FRAME}) (§3.2, §14.1).",
+    ),
+]
+
+
 class Case(NamedTuple):
     """One invalid.json entry before rendering."""
 
@@ -694,6 +737,7 @@ def invalid_vectors() -> list[Vector]:
 
     pickle_bad = [
         *PICKLE_GADGETS,
+        *PICKLE_FINDINGS,
         ("truncated", hello_pickle[:-1], "hello{name: alice} pickled, without its STOP opcode."),
         ("truncated-mid-string", hello_pickle[:20], "hello{name: alice} pickled, cut inside a string."),
         (

@@ -1,0 +1,244 @@
+"""The benchmarks in smoke mode: every row is produced and every delivery accounted for.
+
+Also: the load generator's delivery counting, and the fast paths the benchmarks led to,
+each against the plain path it replaces. Nothing here looks at a wall time; ``python -m
+bench`` without ``--quick`` is for measuring.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from itertools import accumulate
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.wire import ChatWire, DeliveryCounter, RedisWire, Wire, stamped_text
+from protocol import (
+    ClientId,
+    FrameDecoder,
+    Hello,
+    Joined,
+    Relayed,
+    RemoteProtocolError,
+    Say,
+    Send,
+    ServerCore,
+    dispatch,
+    encode_message,
+    get_codec,
+)
+from protocol.connection import RelayEncoder
+from protocol.constants import CodecName, ErrorCode
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _notice(wire: Wire) -> bytes:
+    if isinstance(wire, ChatWire):
+        return encode_message(get_codec("msgpack"), Joined("zed", "127.0.0.1", 3))
+    return b"*3\r\n$9\r\nsubscribe\r\n$4\r\nchat\r\n:1\r\n"
+
+
+def _feed_in_random_chunks(counter: DeliveryCounter, stream: bytes, seed: int) -> None:
+    chance = random.Random(seed)
+    position = 0
+    while position < len(stream):
+        size = chance.randint(1, 3000)
+        counter.feed(stream[position : position + size], 10**15)
+        position += size
+
+
+@pytest.mark.parametrize("wire", [ChatWire(), RedisWire()], ids=lambda wire: wire.name)
+@pytest.mark.parametrize("mode", ["exact", "uniform", "timed"])
+def test_every_delivery_is_counted_once_however_the_stream_is_cut(wire: Wire, mode: str) -> None:
+    publishers = ["p000", "p001"]
+    stamped = [stamped_text(64, 10**12 + i) for i in range(400)]
+    texts = [b"x" * 64] * 400 if mode == "exact" else stamped
+    deliveries = [wire.delivery(publishers[i % 2], text) for i, text in enumerate(texts)]
+    stream = b"".join(deliveries[:150]) + _notice(wire) + b"".join(deliveries[150:])
+    templates = [wire.delivery(name, texts[0]) for name in publishers]
+    counter = DeliveryCounter(wire, templates, 64, exact=mode == "exact", timed=mode == "timed")
+    _feed_in_random_chunks(counter, stream, seed=len(stream))
+    assert (counter.deliveries, counter.others) == (400, 1)
+    if mode == "timed":
+        assert counter.latencies_ns is not None and len(counter.latencies_ns) == 400
+
+
+@pytest.mark.parametrize("wire", [ChatWire(), RedisWire()], ids=lambda wire: wire.name)
+def test_a_delivery_other_than_the_expected_one_is_not_counted(wire: Wire) -> None:
+    known = wire.delivery("p000", b"x" * 64)
+    counter = DeliveryCounter(wire, [known], 64)
+    counter.feed(known * 3 + wire.delivery("p000", b"y" * 64) + known)
+    assert (counter.deliveries, counter.others) == (4, 1)
+
+
+@pytest.mark.timeout(180)
+def test_the_quick_run_produces_every_row_with_every_delivery_accounted(tmp_path: Path) -> None:
+    output = tmp_path / "results.json"
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--json", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    results = json.loads(output.read_text(encoding="utf-8"))
+    peers = ["impl_select", "impl_asyncio", "baseline"]
+    if shutil.which("redis-server"):
+        peers.append("redis")
+    else:
+        assert "redis" in results["skipped"]
+    assert {(row["layer"], row["codec"]) for row in results["codec"]} == {
+        (layer, codec) for layer in ("bare", "codec", "message") for codec in ("msgpack", "pickle")
+    }
+    for peer in peers:
+        fanout = results["fanout"][peer]
+        assert fanout["accounted"], fanout["runs"]
+        latency = results["latency"][peer]
+        assert set(latency) == {"fixed", "half_peak"}
+        for load in latency.values():
+            assert load["accounted"], load["runs"]
+    for server in ("impl_select", "impl_asyncio"):
+        scale = results["scale"][server]
+        assert scale["accounted"] and scale["sampled_notices_ok"], scale
+    assert {row["target"].split(" ")[0] for row in results["targets"]} >= {"fan-out", "p99", "<=", "codec"}
+    assert "Targets" in finished.stdout
+
+
+# --- fast paths against the paths they replace ----------------------------------------------
+
+
+def _one_by_one(decoder: FrameDecoder) -> tuple[list[bytes], ErrorCode | None]:
+    payloads: list[bytes] = []
+    try:
+        while (payload := decoder.next_frame()) is not None:
+            payloads.append(payload)
+    except RemoteProtocolError as exc:
+        return payloads, exc.code
+    return payloads, None
+
+
+def _in_batches(decoder: FrameDecoder) -> tuple[list[bytes], ErrorCode | None]:
+    payloads: list[bytes] = []
+    try:
+        while batch := decoder.frames():
+            payloads += batch
+    except RemoteProtocolError as exc:
+        return payloads, exc.code
+    return payloads, None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 80), max_size=8),
+    too_large=st.one_of(st.none(), st.integers(0, 8)),
+    data=st.data(),
+)
+def test_frames_returns_what_next_frame_would_however_the_stream_arrives(
+    lengths: list[int], too_large: int | None, data: st.DataObject
+) -> None:
+    frames = [(length).to_bytes(4, "big") + bytes([length % 251]) * length for length in lengths]
+    if too_large is not None:
+        frames.insert(min(too_large, len(frames)), (65).to_bytes(4, "big"))
+    stream = b"".join(frames)
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(stream)), max_size=6)))
+    one, batched = FrameDecoder(max_frame=64), FrameDecoder(max_frame=64)
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        one.feed(stream[start:end])
+        batched.feed(stream[start:end])
+        assert _in_batches(batched) == _one_by_one(one)
+        assert batched.buffered == one.buffered
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    codec=st.sampled_from(list(CodecName)),
+    name=st.text(min_size=1, max_size=32),
+    host=st.sampled_from(["127.0.0.1", "::1", "2001:db8::1"]),
+    text=st.text(max_size=300),
+)
+def test_relayed_frames_are_the_bytes_of_encode_message(
+    codec: CodecName, name: str, host: str, text: str
+) -> None:
+    encoder = RelayEncoder(get_codec(codec), name, host)
+    assert encoder.frame(text) == encode_message(get_codec(codec), Relayed(name, host, text))
+
+
+class Queues:
+    """A transport that keeps each client's queue and every close, in order."""
+
+    def __init__(self) -> None:
+        self.queued: defaultdict[ClientId, bytearray] = defaultdict(bytearray)
+        self.closed: list[tuple[ClientId, bool]] = []
+
+    def write(self, client: ClientId, data: bytes) -> None:
+        if client not in dict(self.closed):
+            self.queued[client] += data
+
+    def close(self, client: ClientId, flush: bool) -> None:
+        self.closed.append((client, flush))
+        if not flush:
+            self.queued[client].clear()
+
+    def buffered(self, client: ClientId) -> int:
+        return len(self.queued[client])
+
+
+def _room(members: int, cap: int, backlog: list[int]) -> tuple[ServerCore, Queues, list[ClientId]]:
+    codec = get_codec("msgpack")
+    core = ServerCore(codec, server_name="bench/1")
+    transport = Queues()
+    clients = []
+    for index in range(members):
+        client = core.connect("127.0.0.1")
+        dispatch(core, core.receive(client, encode_message(codec, Hello(f"m{index}"))), transport, cap)
+        clients.append(client)
+    for client, size in zip(clients, backlog, strict=True):
+        transport.queued[client] = bytearray(b"q" * size)
+    return core, transport, clients
+
+
+def _burst_against_frame_by_frame(cap: int, backlog: list[int], texts: list[str]) -> list[ClientId]:
+    """Relay ``texts`` from the first member both ways; both must queue and close the same."""
+    codec = get_codec("msgpack")
+    burst_core, burst_queues, clients = _room(len(backlog), cap, backlog)
+    actions = burst_core.receive(clients[0], b"".join(encode_message(codec, Say(t)) for t in texts))
+    [send] = actions
+    assert isinstance(send, Send)
+    frames = [RelayEncoder(codec, "m0", "127.0.0.1").frame(text) for text in texts]
+    assert send.data == b"".join(frames)
+    assert send.frame_ends == tuple(accumulate(map(len, frames)))
+    dispatch(burst_core, actions, burst_queues, cap)
+    # What the core queued before runs of says were joined: one Send per frame.
+    core, queues, _ = _room(len(backlog), cap, backlog)
+    dispatch(core, [Send(frame, core.room.members, exclude=clients[0]) for frame in frames], queues, cap)
+    assert burst_queues.closed == queues.closed
+    assert burst_queues.queued == queues.queued
+    assert burst_core.room.members == core.room.members
+    return [client for client, _ in queues.closed]
+
+
+def test_a_burst_cuts_off_the_fullest_queue_first_as_frame_by_frame_queuing_does() -> None:
+    # m2's queue overflows at the first frame, m1's only at the third: m2 leaves first.
+    closed = _burst_against_frame_by_frame(4096, [0, 0, 4000], ["x" * 1500] * 3)
+    assert closed == [3, 2]
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), members=st.integers(2, 6), cap=st.integers(1024, 4096))
+def test_a_burst_relayed_as_one_send_cuts_off_whom_frame_by_frame_would_in_that_order(
+    data: st.DataObject, members: int, cap: int
+) -> None:
+    backlog = data.draw(st.lists(st.integers(0, cap), min_size=members, max_size=members))
+    sizes = data.draw(st.lists(st.integers(0, 1500), min_size=2, max_size=6))
+    _burst_against_frame_by_frame(cap, backlog, ["x" * size for size in sizes])

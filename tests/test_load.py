@@ -1,0 +1,275 @@
+"""Load with accounting (spec §8, §11): N clients x M messages through each server, every
+message delivered exactly once to every client present for it, each sender's order kept.
+
+Checked with sequence numbers (tests/crowd.py), not by counting: each receiver expects, per
+sender, the next number, and any gap, duplicate or reordering is reported where it happens.
+The room changes while the messages flow: some clients leave after sending (their messages
+must all arrive, then their ``left``), others join midway (they must get an unbroken tail
+of every sender's stream, and the others must get all of theirs, after their ``joined``).
+
+A soak runs room after room through one server and watches its descriptors and memory.
+The CI sizes are modest; ``CHATWIRE_LOAD=500x2000`` and ``CHATWIRE_SOAK=SECONDS`` run the long
+forms (see TESTING.md).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+from crowd import Crowd, Peer, at_most_every, raise_descriptor_limit, running, say_text, settle
+
+from conformance.serverproc import BUNDLED
+from protocol import Hello, Joined, Left, Message, MsgpackCodec, Relayed, Say, encode_message
+
+#: Clients x messages per client, for the CI run.
+DEFAULT_SIZE = "80x120"
+
+
+def load_size() -> tuple[int, int]:
+    clients, messages = os.environ.get("CHATWIRE_LOAD", DEFAULT_SIZE).lower().split("x")
+    return int(clients), int(messages)
+
+
+@pytest.fixture(params=sorted(BUNDLED))
+def impl(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+def knows_everyone(peer: Peer, count: int) -> bool:
+    """Its welcome counted those before it; a joined followed for each later one."""
+    assert peer.welcome is not None
+    later = sum(isinstance(m, Joined) for m in peer.others)
+    return peer.welcome.clients - 1 + later == count - 1
+
+
+#: Messages each sender sends per round; readers catch up between rounds, which bounds what
+#: the server holds for any reader to one round of everyone's messages.
+BATCH = 50
+
+
+def test_every_message_reaches_every_client_present_exactly_once_in_order(impl: str) -> None:
+    clients, messages = load_size()
+    churn = max(2, clients // 20)  # leavers, and as many latecomers
+    midway = messages // 2 // BATCH * BATCH
+    raise_descriptor_limit(clients + churn + 100)
+    started = time.monotonic()
+    with running(impl, "--log-level", "WARNING") as server:
+        with Crowd(server.address) as crowd:
+            first = crowd.join(f"c{i:04d}" for i in range(clients))
+            counts = sorted(p.welcome.clients for p in first if p.welcome is not None)
+            assert counts == list(range(1, clients + 1))
+            everyone_known = at_most_every(0.05, lambda: all(knows_everyone(p, clients) for p in first))
+            crowd.pump(everyone_known, 60, "every joined")
+            # Every client is a member, so its one descriptor is open: the server's own are the rest.
+            baseline_fds = (server.open_fds() or 0) - clients
+            leavers, stayers = first[:churn], first[churn:]
+            latecomers: list[Peer] = []
+            sent = dict.fromkeys(first, 0)
+
+            def caught_up() -> bool:
+                # A cheap count first: the stayers hear every sender from its first message on.
+                total = sum(sent.values())
+                if sum(r.relayed for r in stayers) < sum(total - sent[r] for r in stayers):
+                    return False
+                readers = stayers + latecomers
+                return all(
+                    reader.next_sequence.get(sender.name, 0) >= sent[sender]
+                    for reader in readers
+                    for sender in readers
+                    if sender is not reader
+                )
+
+            def churned() -> bool:
+                return all(p.welcome is not None for p in latecomers) and all(
+                    leaver.ended and leaver.name in reader.left_at for leaver in leavers for reader in stayers
+                )
+
+            for start in range(0, messages, BATCH):
+                if start == midway:
+                    # The leavers send the rest at once and quit; latecomers join, then send all theirs.
+                    for peer in leavers:
+                        crowd.say(peer, range(sent[peer], messages))
+                        sent[peer] = messages
+                        crowd.half_close(peer)
+                    latecomers = crowd.open(f"late{i:03d}" for i in range(churn))
+                    for peer in latecomers:
+                        crowd.send(peer, Hello(peer.name))
+                    crowd.pump(at_most_every(0.05, churned), 60, "the leavers gone and the latecomers in")
+                    for peer in latecomers:
+                        crowd.say(peer, range(messages))
+                        sent[peer] = messages
+                for peer in stayers if latecomers else first:
+                    end = min(start + BATCH, messages)
+                    crowd.say(peer, range(sent[peer], end))
+                    sent[peer] = end
+                crowd.pump(at_most_every(0.05, caught_up), 60 + clients * clients * BATCH / 20_000, "a round")
+            present = stayers + latecomers
+            # Whatever was in flight (a duplicate, a message after a left) is in before the pongs.
+            crowd.barrier(present)
+            elapsed = time.monotonic() - started
+            delivered = sum(p.relayed for p in crowd.peers)
+
+            for peer in crowd.peers:
+                assert peer.violations == [], peer.violations[:10]
+                assert peer.errors() == []
+            for leaver in leavers:
+                assert leaver.ended == "FIN"
+            for reader in stayers:
+                for sender in present + leavers:
+                    if sender is not reader:
+                        assert reader.received_from(sender.name) == messages, (reader.name, sender.name)
+                for leaver in leavers:
+                    assert reader.left_at[leaver.name] == messages  # all its messages, then its left (§11.3)
+                lefts = [m for m in reader.others if isinstance(m, Left)]
+                assert sorted(m.name for m in lefts) == sorted(p.name for p in leavers)
+                assert {m.reason for m in lefts} == {"quit"}
+                joined = [m.name for m in reader.others if isinstance(m, Joined)]
+                assert sorted(joined[-churn:]) == sorted(p.name for p in latecomers)
+            for reader in latecomers:
+                for sender in stayers:
+                    # Present from its welcome on: an unbroken tail from midway at the latest.
+                    assert reader.first_sequence[sender.name] <= midway
+                    assert reader.next_sequence[sender.name] == messages
+                for sender in latecomers:
+                    if sender is not reader:
+                        assert reader.received_from(sender.name) == messages
+                for leaver in leavers:
+                    # It joined while the leavers were sending their last: an unbroken tail, then left.
+                    if leaver.name in reader.next_sequence:
+                        assert reader.next_sequence[leaver.name] == messages
+                        assert reader.left_at[leaver.name] == messages
+
+            for peer in present:
+                crowd.half_close(peer)
+            crowd.pump(lambda: all(p.ended for p in present), 60, "every close")
+        settle(server.open_fds, baseline_fds, 10, "server descriptors after every client left")
+        print(
+            f"\n{impl}: {clients} + {churn} clients x {messages} messages: {delivered} deliveries "
+            f"checked in {elapsed:.1f} s ({delivered / elapsed:,.0f}/s); server RSS {server.rss_kib()} KiB"
+        )
+
+
+def test_the_accounting_catches_loss_duplication_reordering_and_late_or_early_notices() -> None:
+    codec = MsgpackCodec()
+
+    def hear(peer: Peer, *messages: Message) -> None:
+        for message in messages:
+            peer._take(codec.encode(message.to_wire()))
+
+    def relay(sender: str, sequence: int) -> Relayed:
+        return Relayed(sender, "::1", say_text(sender, sequence))
+
+    def listener() -> Peer:
+        return Peer("r", socket.socket(), codec)
+
+    peer = listener()
+    peer.sock.close()
+    hear(
+        peer, Joined("s", "::1", 2), relay("s", 0), relay("s", 1), relay("s", 2), Left("s", "::1", 1, "quit")
+    )
+    assert peer.violations == []
+    assert (peer.received_from("s"), peer.left_at["s"]) == (3, 3)
+
+    cases: dict[str, list[Message]] = {
+        "gap": [relay("s", 0), relay("s", 2)],
+        "duplicate": [relay("s", 0), relay("s", 1), relay("s", 1)],
+        "reordered": [relay("s", 1), relay("s", 0)],
+        "after its left": [relay("s", 0), Left("s", "::1", 1, "quit"), relay("s", 1)],
+        "joined for s after its messages": [relay("s", 0), Joined("s", "::1", 2)],
+        "relayed under the name": [Relayed("t", "::1", say_text("s", 0))],
+    }
+    for what, messages in cases.items():
+        peer = listener()
+        peer.sock.close()
+        hear(peer, *messages)
+        assert len(peer.violations) == 1, (what, peer.violations)
+        assert what.split()[0] in peer.violations[0] or what in peer.violations[0], peer.violations
+
+
+def soak_seconds() -> float:
+    return float(os.environ.get("CHATWIRE_SOAK", "0"))
+
+
+def soak_cycle(crowd: Crowd, cycle: int, size: int, messages: int) -> int:
+    """One cycle: a room fills, talks, loses members every way there is, gains others, empties.
+
+    Returns the relayed messages checked.
+    """
+    peers = crowd.join(f"s{cycle}-{i:03d}" for i in range(size))
+    crowd.barrier(peers)
+    reset, broken, quitters, stayers = peers[:3], peers[3:6], peers[6:9], peers[9:]
+    half = messages // 2
+    for peer in peers:
+        crowd.say(peer, range(half), padding=cycle % 7 * 50)
+    for peer in reset:
+        crowd.send_raw(peer, encode_message(crowd.codec, Say("cut"))[:6])
+    crowd.pump(lambda: all(not p.out for p in reset), 10, "half frames")
+    for peer in reset:
+        crowd.reset(peer)
+    for peer in broken:
+        crowd.send_raw(peer, b"\x00\x00\x00\x01\xc1")  # bad_payload: fatal
+    for peer in quitters:
+        crowd.half_close(peer)
+    newcomers = crowd.join(f"n{cycle}-{i:03d}" for i in range(3))
+    present = stayers + newcomers
+    for peer in present:
+        crowd.say(peer, range(half if peer in stayers else 0, messages))
+
+    def done() -> bool:
+        everyone_heard = all_heard(present, stayers, messages) and all_heard(present, newcomers, messages)
+        gone = reset + broken + quitters
+        return everyone_heard and all(p.name in r.left_at for p in gone for r in stayers)
+
+    crowd.pump(at_most_every(0.02, done), 60, "a soak cycle")
+    crowd.barrier(present)
+    for peer in present:
+        assert peer.violations == [], peer.violations[:5]
+        assert peer.errors() == []
+    for peer in stayers:
+        reasons = {m.name: m.reason for m in peer.others if isinstance(m, Left)}
+        assert {reasons[p.name] for p in reset} == {"connection_lost"}
+        assert {reasons[p.name] for p in broken} == {"error"}
+        assert {reasons[p.name] for p in quitters} == {"quit"}
+    for peer in present:
+        crowd.half_close(peer)
+    crowd.pump(lambda: all(p.ended for p in peers + newcomers if p not in reset), 30, "every close")
+    return sum(p.relayed for p in peers + newcomers)
+
+
+def all_heard(readers: list[Peer], senders: list[Peer], messages: int) -> bool:
+    return all(r.next_sequence.get(s.name, 0) == messages for r in readers for s in senders if s is not r)
+
+
+def test_soak_cycles_leave_nothing_behind(impl: str) -> None:
+    """Room after room on one server: its descriptors return to their count after every cycle,
+    and its memory stops growing once warm (a leak of one object per connection would show).
+
+    CHATWIRE_SOAK=SECONDS runs cycles for that long (see TESTING.md); CI runs a few.
+    """
+    size, messages, cycles = 30, 100, 6
+    deadline = time.monotonic() + soak_seconds()
+    samples: list[int] = []
+    relayed = cycle = 0
+    with running(impl, "--log-level", "ERROR") as server:
+        with Crowd(server.address) as probe:
+            [anchor] = probe.join(["anchor"])
+            probe.barrier([anchor])
+            baseline_fds = (server.open_fds() or 0) - 1
+        settle(server.open_fds, baseline_fds, 10, "descriptors before the soak")
+        while cycle < cycles or time.monotonic() < deadline:
+            with Crowd(server.address) as crowd:
+                relayed += soak_cycle(crowd, cycle, size, messages)
+            settle(server.open_fds, baseline_fds, 10, f"descriptors after cycle {cycle}")
+            samples.append(server.rss_kib() or 0)
+            cycle += 1
+    print(f"\n{impl}: soak of {cycle} cycles, {relayed} messages checked; RSS (KiB) by cycle: {samples}")
+    # The allocator rises in steps while it warms up, then stays: the second half of the run
+    # may not rise above the first by more than 1 MiB. A leak of 1 KiB per connection (36 a
+    # cycle) would pass that within 30 cycles of the long run.
+    half = len(samples) // 2
+    assert max(samples[half:]) < max(samples[:half]) + 1024, samples
+    assert max(samples) < samples[0] + 4096, samples
