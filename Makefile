@@ -21,7 +21,7 @@ demo: $(STAMP)
 ## Install and pass the tests, the type check and the linter.
 test: $(STAMP)
 	$(PY) -m pytest
-	$(PY) -m mypy --strict protocol impl_select impl_asyncio conformance client bench fuzz tools tests
+	$(PY) -m mypy --strict protocol impl_select impl_asyncio conformance chatwire_client bench fuzz tools tests
 	$(PY) -m ruff check .
 
 ## Benchmarks against the tutorial baseline and Redis pub/sub (when redis-server is installed).

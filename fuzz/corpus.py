@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
+from conformance.spec_vectors import vectors_directory
 from protocol import FrameDecoder, RemoteProtocolError
 
-VECTORS = Path(__file__).resolve().parent.parent / "spec" / "vectors"
+VECTORS: Traversable = vectors_directory()
 
 
 def _payloads(stream: bytes) -> list[bytes]:
@@ -28,18 +30,20 @@ def _payloads(stream: bytes) -> list[bytes]:
     return payloads
 
 
-def vector_inputs(directory: Path = VECTORS) -> dict[str, bytes]:
+def vector_inputs(directory: Traversable = VECTORS) -> dict[str, bytes]:
     """Every octet string the vectors hold, by ``file:id``."""
     inputs: dict[str, bytes] = {}
-    for path in sorted(directory.glob("*.json")):
+    files = sorted((f for f in directory.iterdir() if f.name.endswith(".json")), key=lambda f: f.name)
+    for path in files:
+        stem = path.name.removesuffix(".json")
         for vector in json.loads(path.read_text(encoding="utf-8"))["vectors"]:
             for key in ("stream", "hex"):
                 if key in vector:
-                    inputs[f"{path.stem}:{vector['id']}"] = bytes.fromhex(vector[key])
+                    inputs[f"{stem}:{vector['id']}"] = bytes.fromhex(vector[key])
     return inputs
 
 
-def seed_corpus(directory: Path = VECTORS) -> list[bytes]:
+def seed_corpus(directory: Traversable = VECTORS) -> list[bytes]:
     """The vectors' inputs and their frames' payloads, each once, in a stable order."""
     seeds: dict[bytes, None] = {}
     for stream in vector_inputs(directory).values():

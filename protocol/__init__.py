@@ -4,6 +4,8 @@ Bytes in, events out; messages in, bytes out. Nothing here opens a socket, so th
 code serves both reference servers, the client and the conformance suite.
 """
 
+__version__ = "0.1.0"
+
 from .codecs import Codec, MsgpackCodec, PickleCodec, RestrictedUnpickler, get_codec
 from .connection import NEED_DATA, Connection, ConnectionClosed, Event, NeedData, Role, State, encode_message
 from .constants import CodecName, ErrorCode, LeaveReason

@@ -10,8 +10,9 @@ import ipaddress
 import sys
 from collections import OrderedDict
 from collections.abc import Hashable
-from importlib import metadata
 from typing import Generic, TypeVar
+
+from . import __version__
 
 if sys.platform != "win32":
     import resource
@@ -91,11 +92,7 @@ def listening_line(host: str, port: int) -> str:
 
 def server_name(implementation: str) -> str:
     """``welcome.server`` (§5.4.1): the implementation and the project version."""
-    try:
-        version = metadata.version("chatwire")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
-    return f"{implementation}/{version}"
+    return f"{implementation}/{__version__}"
 
 
 def raise_open_file_limit() -> tuple[int, int]:

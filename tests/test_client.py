@@ -1,6 +1,6 @@
 """The terminal client: its sans-I/O session, pipe mode and (in a pseudo-terminal) interactive mode.
 
-The front-end tests run ``python -m client`` as a subprocess against both bundled servers;
+The front-end tests run ``python -m chatwire_client`` as a subprocess against both bundled servers;
 every wait is a pexpect expect() on output or a ping/pong barrier on a WirePeer, with timeouts.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 import pexpect
 import pytest
 
-from client.session import ChatSession, ExitStatus, Line, Step, Style, visible
+from chatwire_client.session import ChatSession, ExitStatus, Line, Step, Style, visible
 from conformance.serverproc import BUNDLED, ServerProcess, free_port
 from conformance.wire import WirePeer
 from protocol import (
@@ -350,7 +350,7 @@ def test_lost_transport() -> None:
 
 
 def client_command(port: int, *args: str) -> list[str]:
-    return [sys.executable, "-m", "client", "--port", str(port), *args]
+    return [sys.executable, "-m", "chatwire_client", "--port", str(port), *args]
 
 
 def run_client(port: int, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -610,7 +610,7 @@ def spawn(port: int, *args: str) -> pexpect.spawn:
     env.pop("NO_COLOR", None)
     return pexpect.spawn(
         sys.executable,
-        ["-m", "client", "--port", str(port), *args],
+        ["-m", "chatwire_client", "--port", str(port), *args],
         cwd=str(ROOT),
         env=env,
         dimensions=(24, 120),

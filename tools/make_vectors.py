@@ -48,6 +48,8 @@ from protocol.constants import (  # noqa: E402
 
 VERSION = 1
 DEFAULT_OUT = REPOSITORY / "spec" / "vectors"
+#: The copy the conformance package ships (read through importlib.resources once installed).
+PACKAGED_COPY = REPOSITORY / "conformance" / "vectors"
 CODECS = (CodecName.MSGPACK, CodecName.PICKLE)
 
 Vector = dict[str, Any]
@@ -810,10 +812,12 @@ def main() -> None:
         "--out", type=Path, default=DEFAULT_OUT, help="directory to write (default %(default)s)"
     )
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
-        (args.out / name).write_text(render(name), encoding="utf-8", newline="\n")
-        print(f"wrote {args.out / name}")
+    outs = [args.out, PACKAGED_COPY] if args.out == DEFAULT_OUT else [args.out]
+    for out in outs:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in FILES:
+            (out / name).write_text(render(name), encoding="utf-8", newline="\n")
+            print(f"wrote {out / name}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""A :class:`~client.session.ChatSession` over an asyncio TCP stream.
+"""A :class:`~chatwire_client.session.ChatSession` over an asyncio TCP stream.
 
 The link only moves bytes: it reads, feeds the session, shows the lines that come back,
 writes what it is given, and closes as spec §9.4 asks of a client (half-close, drain until

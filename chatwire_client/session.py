@@ -2,7 +2,7 @@
 
 Every protocol rule (framing, codecs, what may be sent when) is :class:`protocol.Connection`'s;
 this module only decides what a person sees and what their typing means. The front ends
-(:mod:`client.interactive`, :mod:`client.pipe`) move bytes and print lines.
+(:mod:`chatwire_client.interactive`, :mod:`chatwire_client.pipe`) move bytes and print lines.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from protocol.constants import PROTOCOL_VERSION
 
 
 class ExitStatus(IntEnum):
-    """The client's exit statuses (also listed by ``python -m client --help``)."""
+    """The client's exit statuses (also listed by ``python -m chatwire_client --help``)."""
 
     OK = 0  #: the user left (/quit, Ctrl-D, Ctrl-C, end of piped input)
     CONNECTION_LOST = 1  #: the connection ended without a shutdown notice

@@ -1,7 +1,7 @@
-"""``python -m client --port P --name alice``: the terminal chat client.
+"""``python -m chatwire_client --port P --name alice``: the terminal chat client.
 
 On a terminal it is interactive; with stdin from a pipe or file it says each line read and
-prints what arrives, for scripts. The exit statuses are :class:`client.session.ExitStatus`.
+prints what arrives, for scripts. The exit statuses are :class:`chatwire_client.session.ExitStatus`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _port(text: str) -> int:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m client",
+        prog="python -m chatwire_client",
         description="Chat in a room served by a chat wire protocol v1 server.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
