@@ -3,9 +3,9 @@
 ``python -m conformance.mutants NAME [--base MODULE] --host H --port P [server args]``
 patches the protocol package, then runs a bundled server (``impl_select`` unless
 ``--base`` says otherwise) exactly as ``python -m MODULE`` would. The patches only touch
-the public face of :mod:`protocol` (``ServerCore``'s methods and the actions they return,
-``FrameDecoder``, the name key, the fatality table), so a mutant does not depend on how
-the server is written, only on it using the protocol package.
+the public face of :mod:`protocol` (``protocol.server.ServerRules``' methods and the actions
+they return, ``FrameDecoder``, the name key, the fatality table), so a mutant does not
+depend on how the server is written, only on it using the protocol package.
 
 Each mutant names the case-id globs that must catch it; the project's tests check that
 they do.
@@ -21,12 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import protocol
-import protocol.room
-from protocol import FrameDecoder, Send, ServerCore, encode_frame
+import protocol.server.room
+from protocol import FrameDecoder, encode_frame
 from protocol.constants import FATAL, MAX_WIRE_LENGTH, ErrorCode
+from protocol.server import Send, ServerRules
 
-Rewrite = Callable[[ServerCore, int | None, list[Any]], list[Any]]
+Rewrite = Callable[[ServerRules, int | None, list[Any]], list[Any]]
 
 
 @dataclass(frozen=True)
@@ -49,26 +49,26 @@ def _frames(data: bytes) -> list[bytes]:
 
 
 def _rewrite_actions(method: str, rewrite: Rewrite) -> None:
-    """Pass the actions every call of ``ServerCore.<method>`` returns through ``rewrite``."""
-    original = getattr(ServerCore, method)
+    """Pass the actions every call of ``ServerRules.<method>`` returns through ``rewrite``."""
+    original = getattr(ServerRules, method)
 
-    def patched(self: ServerCore, *args: Any) -> list[Any]:
+    def patched(self: ServerRules, *args: Any) -> list[Any]:
         client = args[0] if args and isinstance(args[0], int) else None
         return rewrite(self, client, original(self, *args))
 
-    setattr(ServerCore, method, patched)
+    setattr(ServerRules, method, patched)
 
 
 def _rewrite_sends(
     kinds: set[str],
     *,
-    values: Callable[[ServerCore, int | None, dict[str, Any]], dict[str, Any]] | None = None,
+    values: Callable[[ServerRules, int | None, dict[str, Any]], dict[str, Any]] | None = None,
     recipients: Callable[[int | None, Send], Send] | None = None,
 ) -> None:
     """Change the messages of ``kinds`` the server sends (``values``), or whom it sends them to
     (``recipients``), whatever event produced them."""
 
-    def rewrite(core: ServerCore, client: int | None, actions: list[Any]) -> list[Any]:
+    def rewrite(core: ServerRules, client: int | None, actions: list[Any]) -> list[Any]:
         out = []
         for action in actions:
             if not isinstance(action, Send):
@@ -114,11 +114,11 @@ def _accepts_oversize() -> None:
 
 
 def _no_hello_timeout() -> None:
-    ServerCore.hello_timeout = lambda self, client: []  # type: ignore[method-assign]
+    ServerRules.hello_timeout = lambda self, client: []  # type: ignore[method-assign]
 
 
 def _no_pong_token_echo() -> None:
-    def alter(core: ServerCore, client: int | None, value: dict[str, Any]) -> dict[str, Any]:
+    def alter(core: ServerRules, client: int | None, value: dict[str, Any]) -> dict[str, Any]:
         return {**value, "token": unicodedata.normalize("NFC", value["token"])[:64]}
 
     _rewrite_sends({"pong"}, values=alter)
@@ -132,7 +132,7 @@ def _no_fanout() -> None:
 
 
 def _ignores_name_collision() -> None:
-    setattr(protocol.room, "name_key", lambda name: unicodedata.normalize("NFKC", name))  # noqa: B010
+    setattr(protocol.server.room, "name_key", lambda name: unicodedata.normalize("NFKC", name))  # noqa: B010
 
 
 def _nonfatal_bad_payload() -> None:
@@ -150,7 +150,7 @@ def _no_shutdown_notice() -> None:
 
 
 def _roster_missing_self() -> None:
-    def drop_asker(core: ServerCore, client: int | None, value: dict[str, Any]) -> dict[str, Any]:
+    def drop_asker(core: ServerRules, client: int | None, value: dict[str, Any]) -> dict[str, Any]:
         if client is None or client not in core.room:
             return value
         name = core.room.seat(client).name
@@ -161,16 +161,16 @@ def _roster_missing_self() -> None:
 
 def _crash_on_dance() -> None:
     # Not a protocol bug but a crash: shows that the runner reports a server that dies mid-case.
-    original = ServerCore.receive
+    original = ServerRules.receive
 
-    def receive(self: ServerCore, client: int, data: bytes) -> list[Any]:
+    def receive(self: ServerRules, client: int, data: bytes) -> list[Any]:
         if b"dance" in data:
             sys.stderr.write("mutant crash_on_dance: exiting on purpose\n")
             sys.stderr.flush()
             os._exit(70)
         return original(self, client, data)
 
-    ServerCore.receive = receive  # type: ignore[method-assign]
+    ServerRules.receive = receive  # type: ignore[method-assign]
 
 
 MUTANTS: dict[str, Mutant] = {

@@ -25,8 +25,6 @@ from protocol import (
     FRAME,
     NEED_DATA,
     SERVER_MESSAGES,
-    ClientId,
-    Close,
     Codec,
     Connection,
     ConnectionClosed,
@@ -47,13 +45,11 @@ from protocol import (
     Role,
     Roster,
     Say,
-    Send,
-    ServerCore,
     Shutdown,
     State,
     Welcome,
     build_frame,
-    dispatch,
+    decode_message,
     encode_frame,
     encode_message,
     from_wire,
@@ -70,6 +66,8 @@ from protocol.constants import (
     LeaveReason,
 )
 from protocol.names import name_problem
+from protocol.server import ClientId, ServerCore
+from protocol.server.memory import MemoryServer
 
 
 class Finding(AssertionError):
@@ -393,25 +391,6 @@ BOB: Final = Member("bob", "::1")
 MALLORY_HOST: Final = "198.51.100.7"
 
 
-@dataclass
-class _Transport:
-    """What a server's sockets would hold: queued octets per client, and how each was closed."""
-
-    queued: dict[ClientId, bytearray] = field(default_factory=dict)
-    closed: dict[ClientId, bool] = field(default_factory=dict)
-
-    def write(self, client: ClientId, data: bytes) -> None:
-        check(client not in self.closed, f"a frame was queued for client {client} after its close")
-        self.queued.setdefault(client, bytearray()).extend(data)
-
-    def close(self, client: ClientId, flush: bool) -> None:
-        check(client not in self.closed, f"client {client} was closed twice")
-        self.closed[client] = flush
-
-    def buffered(self, client: ClientId) -> int:
-        return len(self.queued.get(client, b""))
-
-
 class _InternalErrors(logging.Handler):
     """Keeps the tracebacks ServerCore logs when it turns an exception into internal_error."""
 
@@ -430,35 +409,39 @@ class _Room:
 
     codec: Codec
     core: ServerCore = field(init=False)
-    transport: _Transport = field(default_factory=_Transport)
+    memory: MemoryServer = field(init=False)
     members: dict[ClientId, Member] = field(default_factory=dict)
     mallory: ClientId = 0
 
     def __post_init__(self) -> None:
         self.core = ServerCore(self.codec, server_name="fuzz/1", max_frame=LIMIT)
+        self.memory = MemoryServer(self.core)
         for member in (ALICE, BOB):
-            client = self.core.connect(member.host)
+            client = self.memory.connect(member.host)
             self.feed(client, encode_message(self.codec, Hello(member.name)))
             self.members[client] = member
-        self.mallory = self.core.connect(MALLORY_HOST)
+        self.mallory = self.memory.connect(MALLORY_HOST)
 
     def feed(self, client: ClientId, data: bytes) -> None:
-        actions = self.core.receive(client, data)
-        for action in actions:
-            if isinstance(action, Close):
-                check(action.client == client, f"input from {client} closed client {action.client}")
-            else:
-                check(isinstance(action, Send), f"the core returned {action!r}")
-        dispatch(self.core, actions, self.transport, DEFAULT_MAX_OUTPUT_BUFFER)
+        seen = len(self.memory.directives)
+        self.memory.receive(client, data)
+        for _, target in self.memory.directives[seen:]:
+            check(target == client, f"input from {client} closed client {target}")
+        check(self.memory.peak <= DEFAULT_MAX_OUTPUT_BUFFER, "an outbox passed the output cap")
+
+    def queued(self) -> dict[ClientId, bytes]:
+        """What every client has queued and not yet read."""
+        clients = [*self.members, self.mallory]
+        return {c: b"".join(outbox.frames) for c in clients if (outbox := self.core.outbox(c)) is not None}
 
     def take(self, client: ClientId) -> list[Message]:
         """Everything queued for ``client`` as messages; every frame must be a valid one (§3.2, §5)."""
         decoder = FrameDecoder(LIMIT)
-        decoder.feed(bytes(self.transport.queued.pop(client, b"")))
+        decoder.feed(self.memory.read(client))
         messages: list[Message] = []
         try:
             while (payload := decoder.next_frame()) is not None:
-                messages.append(from_wire(self.codec.decode(payload), SERVER_MESSAGES))
+                messages.append(decode_message(self.codec, payload, SERVER_MESSAGES))
         except ProtocolError as exc:
             raise Finding(f"the server queued an invalid frame for client {client}: {exc!r}") from None
         check(decoder.buffered == 0, f"the server queued a partial frame for client {client}")
@@ -502,11 +485,11 @@ def _serve_input(codec: Codec, joined: bool, chunks: list[bytes]) -> _Verdict:
         room.take(client)
     for chunk in [*chunks, b""]:
         room.feed(mallory, chunk)
-        if mallory not in room.core:
+        if mallory not in room.core.rules:
             break
-    check(mallory not in room.core, "mallory is still connected after its end of stream")
-    check(room.transport.closed == {mallory: True}, f"closes: {room.transport.closed}")
-    verdict = _Verdict({c: bytes(q) for c, q in room.transport.queued.items()}, dict(room.transport.closed))
+    check(mallory not in room.core.rules, "mallory is still served after its end of stream")
+    check(room.memory.closed == {mallory: True}, f"closes: {room.memory.closed}")
+    verdict = _Verdict(room.queued(), dict(room.memory.closed))
     frames, mid_frame = _frames_in(b"".join(chunks))
     name, fatal = _check_mallory_hears(room.take(mallory), name, frames)
     expected_reason = (

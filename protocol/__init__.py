@@ -7,7 +7,17 @@ code serves both reference servers, the client and the conformance suite.
 __version__ = "0.1.0"
 
 from .codecs import Codec, MsgpackCodec, PickleCodec, RestrictedUnpickler, get_codec
-from .connection import NEED_DATA, Connection, ConnectionClosed, Event, NeedData, Role, State, encode_message
+from .connection import (
+    NEED_DATA,
+    Connection,
+    ConnectionClosed,
+    Event,
+    NeedData,
+    Role,
+    State,
+    decode_message,
+    encode_message,
+)
 from .constants import CodecName, ErrorCode, LeaveReason
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .frame import FRAME, FrameDecoder, build_frame, encode_frame, parse_frame
@@ -30,17 +40,12 @@ from .messages import (
     Who,
     from_wire,
 )
-from .room import Room, Seat
-from .server import Action, ClientId, Close, Send, ServerCore, Transport, dispatch
 
 __all__ = [
     "CLIENT_MESSAGES",
     "FRAME",
     "NEED_DATA",
     "SERVER_MESSAGES",
-    "Action",
-    "ClientId",
-    "Close",
     "Codec",
     "CodecName",
     "Connection",
@@ -66,19 +71,14 @@ __all__ = [
     "RemoteProtocolError",
     "RestrictedUnpickler",
     "Role",
-    "Room",
     "Roster",
     "Say",
-    "Seat",
-    "Send",
-    "ServerCore",
     "Shutdown",
     "State",
-    "Transport",
     "Welcome",
     "Who",
     "build_frame",
-    "dispatch",
+    "decode_message",
     "encode_frame",
     "encode_message",
     "from_wire",

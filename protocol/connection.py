@@ -3,23 +3,16 @@
 Bytes in, events out: :meth:`Connection.receive_data` then :meth:`Connection.next_event`
 until it returns :data:`NEED_DATA`. Messages in, bytes out: :meth:`Connection.send`.
 
-The rules, for the server's side of a connection (§7.1):
-
-- AWAIT_HELLO: the client may send hello only. Any other type is ``hello_required``
-  (fatal). The server answers a hello with welcome (-> ACTIVE) or a non-fatal error.
-- ACTIVE: the client may send say, who and ping. hello is ``already_joined``; any other
-  type is ``unknown_type``; both are non-fatal.
-- Either state: a payload that is not a map with a string ``type``, or a known type with
-  bad fields, is ``bad_message`` (non-fatal); a frame over the limit is ``frame_too_large``
-  and an undecodable payload ``bad_payload`` (both fatal).
-
-For the client's side (§7.3): it sends hello (AWAIT_HELLO -> AWAIT_WELCOME) and nothing
-else until welcome (-> ACTIVE); a non-fatal error meanwhile returns it to AWAIT_HELLO.
-Sending or receiving a fatal error or shutdown, or end of stream, closes a connection.
+Every state decision is a lookup in the tables of :mod:`protocol.states`. Beyond them, in
+either state a payload that is not a map with a string ``type``, or a known type with bad
+fields, is ``bad_message`` (non-fatal); a frame over the limit is ``frame_too_large`` and an
+undecodable payload ``bad_payload`` (both fatal). After a fatal error or shutdown, sent or
+received, or the end of the stream, the connection is CLOSED.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Final
@@ -32,28 +25,17 @@ from .messages import (
     CLIENT_MESSAGES,
     SERVER_MESSAGES,
     Error,
-    Hello,
     Message,
-    Ping,
     Relayed,
-    Say,
-    Shutdown,
     Welcome,
-    Who,
     from_wire,
 )
+from .states import CLIENT_RECEIVES, CLIENT_SENDS, FATAL_ERROR, SERVER_RECEIVES, SERVER_SENDS, State, rule
 
 
 class Role(Enum):
     CLIENT = auto()
     SERVER = auto()
-
-
-class State(Enum):
-    AWAIT_HELLO = auto()
-    AWAIT_WELCOME = auto()
-    ACTIVE = auto()
-    CLOSED = auto()
 
 
 class NeedData(Enum):
@@ -75,7 +57,6 @@ class ConnectionClosed:
 
 Event = Message | ConnectionClosed | NeedData
 
-_CLIENT_ACTIVE_SENDS = (Say, Who, Ping)
 #: msgpack's fixstr of length 0.
 _EMPTY_MSGPACK_STR = b"\xa0"
 
@@ -83,6 +64,16 @@ _EMPTY_MSGPACK_STR = b"\xa0"
 def encode_message(codec: Codec, message: Message) -> bytes:
     """One whole frame carrying ``message``: encode once, then send it to any number of peers."""
     return encode_frame(codec.encode(message.to_wire()))
+
+
+def decode_message(codec: Codec, payload: bytes, accepted: Mapping[str, type[Message]]) -> Message:
+    """The message a frame's ``payload`` carries, of a type in ``accepted``
+    (:data:`~protocol.SERVER_MESSAGES` or :data:`~protocol.CLIENT_MESSAGES`).
+
+    Raises :class:`RemoteProtocolError`: ``bad_payload`` if it does not decode, ``bad_message``
+    if it is not such a message.
+    """
+    return from_wire(codec.decode(payload), accepted)
 
 
 class RelayEncoder:
@@ -187,36 +178,23 @@ class Connection:
             raise
 
     def _receive(self, value: object) -> Message:
-        if self.role is Role.SERVER and isinstance(value, dict) and type(value.get("type")) is str:
-            # The type is judged against the state before its fields are (§7.3).
-            kind = value["type"]
-            if self.state is State.AWAIT_HELLO and kind != Hello.TYPE:
-                raise RemoteProtocolError(
-                    ErrorCode.HELLO_REQUIRED, f"the first message must be hello, not {kind[:64]!r}"
-                )
-            if self.state is State.ACTIVE and kind == Hello.TYPE:
-                raise RemoteProtocolError(ErrorCode.ALREADY_JOINED, "hello was already accepted")
-        message = from_wire(value, self._accepted)
         if self.role is Role.SERVER:
-            return message
-        return self._client_receive(message)
-
-    def _client_receive(self, message: Message) -> Message:
-        if isinstance(message, Shutdown) or (isinstance(message, Error) and message.fatal):
-            self.state = State.CLOSED
-        elif self.state is State.ACTIVE:
+            if isinstance(value, dict) and type(value.get("type")) is str:
+                # The type is judged against the state before its fields are (§7.3).
+                kind: str = value["type"]
+                verdict = rule(SERVER_RECEIVES, self.state, kind)
+                if verdict.refuse is not None:
+                    raise RemoteProtocolError(verdict.refuse, verdict.why.format(type=repr(kind[:64])))
+            return from_wire(value, self._accepted)
+        message = from_wire(value, self._accepted)
+        verdict = rule(CLIENT_RECEIVES, self.state, _event(message))
+        if verdict.refuse is not None:
+            raise RemoteProtocolError(verdict.refuse, verdict.why.format(type=message.TYPE))
+        if verdict.to is not None:
+            self.state = verdict.to
             if isinstance(message, Welcome):
-                raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, "welcome after welcome")
-        elif isinstance(message, Welcome):
-            if self.state is not State.AWAIT_WELCOME:
-                raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, "welcome before hello")
-            self.state = State.ACTIVE
-            # What we accept stays our own limit (§3.2); what we send must fit the server's.
-            self._send_limit = message.max_frame
-        elif isinstance(message, Error):
-            self.state = State.AWAIT_HELLO
-        else:
-            raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, f"{message.TYPE} before welcome")
+                # What we accept stays our own limit (§3.2); what we send must fit the server's.
+                self._send_limit = message.max_frame
         return message
 
     # --- messages in, bytes out --------------------------------------------------------
@@ -228,38 +206,26 @@ class Connection:
         data = encode_message(self.codec, message)
         if len(data) - HEADER_SIZE > self._send_limit:
             raise LocalProtocolError(ErrorCode.FRAME_TOO_LARGE, f"{message.TYPE} does not fit max_frame")
-        # The state moves only once the frame is known to be sendable.
         if self.role is Role.SERVER:
-            self._server_send(message)
+            if message.TYPE not in SERVER_MESSAGES:
+                raise LocalProtocolError(ErrorCode.UNKNOWN_TYPE, f"a server does not send {message.TYPE}")
+            table = SERVER_SENDS
         else:
-            self._client_send(message)
+            table = CLIENT_SENDS
+        verdict = rule(table, self.state, _event(message))
+        if verdict.refuse is not None:
+            raise LocalProtocolError(verdict.refuse, verdict.why.format(type=message.TYPE))
+        # The state moves only once the frame is known to be sendable.
+        if verdict.to is not None:
+            self.state = verdict.to
         return data
 
-    def _server_send(self, message: Message) -> None:
-        kind = type(message)
-        if kind.TYPE not in SERVER_MESSAGES:
-            raise LocalProtocolError(ErrorCode.UNKNOWN_TYPE, f"a server does not send {kind.TYPE}")
-        if kind is Welcome:
-            if self.state is not State.AWAIT_HELLO:
-                raise LocalProtocolError(ErrorCode.ALREADY_JOINED, "welcome was already sent")
-            self.state = State.ACTIVE
-        elif isinstance(message, Shutdown) or (isinstance(message, Error) and message.fatal):
-            self.state = State.CLOSED
-        elif self.state is State.AWAIT_HELLO and kind is not Error:
-            raise LocalProtocolError(ErrorCode.HELLO_REQUIRED, f"{kind.TYPE} before welcome")
 
-    def _client_send(self, message: Message) -> None:
-        kind = type(message)
-        if self.state is State.AWAIT_HELLO:
-            if kind is not Hello:
-                raise LocalProtocolError(ErrorCode.HELLO_REQUIRED, f"{kind.TYPE} before hello")
-            self.state = State.AWAIT_WELCOME
-        elif self.state is State.AWAIT_WELCOME:
-            raise LocalProtocolError(ErrorCode.HELLO_REQUIRED, f"{kind.TYPE} before welcome")
-        elif kind is Hello:
-            raise LocalProtocolError(ErrorCode.ALREADY_JOINED, "hello was already accepted")
-        elif kind not in _CLIENT_ACTIVE_SENDS:
-            raise LocalProtocolError(ErrorCode.UNKNOWN_TYPE, f"a client does not send {kind.TYPE}")
+def _event(message: Message) -> str:
+    """The event of ``message`` in the tables of :mod:`protocol.states`."""
+    if isinstance(message, Error) and message.fatal:
+        return FATAL_ERROR
+    return message.TYPE
 
 
 __all__ = [
@@ -272,5 +238,6 @@ __all__ = [
     "RelayEncoder",
     "Role",
     "State",
+    "decode_message",
     "encode_message",
 ]

@@ -90,3 +90,18 @@ class LeaveReason(StrEnum):
 
 
 SHUTDOWN_REASON: Final = "server shutting down"
+
+
+# --- the reference servers' own tuning (not part of the wire protocol) -------------------------
+
+#: Octets queued for one connection that make a server write before its loop iteration ends:
+#: each ready socket gives up to a read's worth per iteration, and with many senders the output
+#: for one recipient would otherwise grow with their number.
+FLUSH_EARLY: Final = 256 * 1024
+#: Connections accepted per readiness event, so an accept storm cannot starve the others.
+ACCEPT_BATCH: Final = 256
+#: Seconds accepting pauses after an accept error such as EMFILE: the listener stays
+#: readable, and retrying at once would spin.
+ACCEPT_BACKOFF: Final = 0.1
+#: Listen backlog; the kernel silently caps it (``net.core.somaxconn`` on Linux).
+LISTEN_BACKLOG: Final = 4096

@@ -7,7 +7,7 @@ Each class is one ``type`` on the wire; its dataclass fields, in order, are the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, get_type_hints
 
@@ -253,7 +253,7 @@ def _wire_members(value: Any) -> Any:
     return tuple(members)
 
 
-def from_wire(value: Any, accepted: dict[str, type[Message]]) -> Message:
+def from_wire(value: Any, accepted: Mapping[str, type[Message]]) -> Message:
     """Build the message a decoded payload describes.
 
     ``accepted`` is the table of types this side may receive (:data:`CLIENT_MESSAGES` on a

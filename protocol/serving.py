@@ -1,4 +1,4 @@
-"""Pieces both reference servers need that involve no socket: timers, host text, process limits.
+"""Pieces both reference servers need that involve no socket: host text, process limits, main().
 
 Each server owns its sockets and its event loop; what they must agree on, and what would
 otherwise be written twice, lives here.
@@ -7,68 +7,18 @@ otherwise be written twice, lives here.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import sys
-from collections import OrderedDict
-from collections.abc import Hashable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Sequence
 
 from . import __version__
+from .options import ServerOptions, configure_logging, parse_server_options
+from .server import ServerCore
+
+log = logging.getLogger("protocol.server")
 
 if sys.platform != "win32":
     import resource
-
-K = TypeVar("K", bound=Hashable)
-
-#: Listen backlog; the kernel silently caps it (``net.core.somaxconn`` on Linux).
-LISTEN_BACKLOG = 4096
-
-
-class Deadlines(Generic[K]):
-    """Timers that all run for the same ``duration``: hello timeouts, close lingers.
-
-    Equal durations expire in the order they were armed, so an insertion-ordered map is a
-    complete timer queue: arming, cancelling and expiring are O(1) each, and a cancelled
-    timer leaves nothing behind. The clock is the caller's (``now`` arguments).
-    """
-
-    __slots__ = ("_due", "duration")
-
-    def __init__(self, duration: float) -> None:
-        self.duration = duration
-        self._due: OrderedDict[K, float] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._due)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._due
-
-    def arm(self, key: K, now: float) -> None:
-        """Start (or restart) ``key``'s timer."""
-        self._due.pop(key, None)
-        self._due[key] = now + self.duration
-
-    def cancel(self, key: K) -> None:
-        self._due.pop(key, None)
-
-    def next_deadline(self) -> float | None:
-        """When the earliest timer expires, or ``None`` if none is armed."""
-        for deadline in self._due.values():
-            return deadline
-        return None
-
-    def expire(self, now: float) -> list[K]:
-        """Remove and return every key whose timer has expired, earliest first."""
-        expired: list[K] = []
-        due = self._due
-        while due:
-            key, deadline = next(iter(due.items()))
-            if deadline > now:
-                break
-            del due[key]
-            expired.append(key)
-        return expired
-
 
 def peer_host(address: str) -> str:
     """The ``host`` the protocol reports for a peer address (§8.3).
@@ -88,6 +38,12 @@ def peer_host(address: str) -> str:
 def listening_line(host: str, port: int) -> str:
     """The one line a server prints on start; the port follows the last colon."""
     return f"listening on {host}:{port}"
+
+
+def announce(host: str, port: int, core: ServerCore) -> None:
+    """Log the start and print the listening line on stdout (the runner's contract)."""
+    log.info("serving on %s:%d (codec %s)", host, port, core.codec.name.value)
+    print(listening_line(host, port), flush=True)
 
 
 def server_name(implementation: str) -> str:
@@ -112,3 +68,27 @@ def raise_open_file_limit() -> tuple[int, int]:
             # macOS refuses RLIM_INFINITY; the soft limit stays as it was.
             pass
     return soft, hard
+
+
+def make_core(options: ServerOptions, implementation: str) -> ServerCore:
+    """The core a server runs, configured as ``options`` say."""
+    return ServerCore(
+        options.make_codec(),
+        server_name=server_name(implementation),
+        max_frame=options.max_frame,
+        hello_timeout=options.hello_timeout,
+        max_output_buffer=options.max_output_buffer,
+    )
+
+
+def serve_main(
+    implementation: str,
+    description: str,
+    run: Callable[[ServerOptions, ServerCore], int],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """A server's ``main()``: parse the command line, set up logging and limits, serve."""
+    options = parse_server_options(f"python -m {implementation}", description, argv)
+    configure_logging(options)
+    raise_open_file_limit()
+    return run(options, make_core(options, implementation))

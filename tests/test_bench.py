@@ -12,8 +12,6 @@ import random
 import shutil
 import subprocess
 import sys
-from collections import defaultdict
-from itertools import accumulate
 from pathlib import Path
 
 import pytest
@@ -22,21 +20,19 @@ from hypothesis import strategies as st
 
 from bench.wire import ChatWire, DeliveryCounter, RedisWire, Wire, stamped_text
 from protocol import (
-    ClientId,
     FrameDecoder,
     Hello,
     Joined,
     Relayed,
     RemoteProtocolError,
     Say,
-    Send,
-    ServerCore,
-    dispatch,
     encode_message,
     get_codec,
 )
 from protocol.connection import RelayEncoder
 from protocol.constants import CodecName, ErrorCode
+from protocol.server import ClientId, Send, ServerCore
+from protocol.server.memory import MemoryServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -174,58 +170,43 @@ def test_relayed_frames_are_the_bytes_of_encode_message(
     assert encoder.frame(text) == encode_message(get_codec(codec), Relayed(name, host, text))
 
 
-class Queues:
-    """A transport that keeps each client's queue and every close, in order."""
-
-    def __init__(self) -> None:
-        self.queued: defaultdict[ClientId, bytearray] = defaultdict(bytearray)
-        self.closed: list[tuple[ClientId, bool]] = []
-
-    def write(self, client: ClientId, data: bytes) -> None:
-        if client not in dict(self.closed):
-            self.queued[client] += data
-
-    def close(self, client: ClientId, flush: bool) -> None:
-        self.closed.append((client, flush))
-        if not flush:
-            self.queued[client].clear()
-
-    def buffered(self, client: ClientId) -> int:
-        return len(self.queued[client])
-
-
-def _room(members: int, cap: int, backlog: list[int]) -> tuple[ServerCore, Queues, list[ClientId]]:
+def _room(members: int, cap: int, backlog: list[int]) -> tuple[MemoryServer, list[ClientId]]:
     codec = get_codec("msgpack")
-    core = ServerCore(codec, server_name="bench/1")
-    transport = Queues()
+    memory = MemoryServer(ServerCore(codec, server_name="bench/1", max_output_buffer=cap))
     clients = []
     for index in range(members):
-        client = core.connect("127.0.0.1")
-        dispatch(core, core.receive(client, encode_message(codec, Hello(f"m{index}"))), transport, cap)
+        client = memory.connect("127.0.0.1")
+        memory.receive(client, encode_message(codec, Hello(f"m{index}")))
+        memory.read(client)
         clients.append(client)
     for client, size in zip(clients, backlog, strict=True):
-        transport.queued[client] = bytearray(b"q" * size)
-    return core, transport, clients
+        outbox = memory.core.outbox(client)
+        assert outbox is not None
+        outbox.frames.append(b"q" * size)
+        outbox.size += size
+    return memory, clients
+
+
+def _queued(memory: MemoryServer, clients: list[ClientId]) -> dict[ClientId, bytes]:
+    return {c: b"".join(outbox.frames) for c in clients if (outbox := memory.core.outbox(c)) is not None}
 
 
 def _burst_against_frame_by_frame(cap: int, backlog: list[int], texts: list[str]) -> list[ClientId]:
     """Relay ``texts`` from the first member both ways; both must queue and close the same."""
     codec = get_codec("msgpack")
-    burst_core, burst_queues, clients = _room(len(backlog), cap, backlog)
-    actions = burst_core.receive(clients[0], b"".join(encode_message(codec, Say(t)) for t in texts))
-    [send] = actions
-    assert isinstance(send, Send)
+    burst, clients = _room(len(backlog), cap, backlog)
+    burst.receive(clients[0], b"".join(encode_message(codec, Say(t)) for t in texts))
     frames = [RelayEncoder(codec, "m0", "127.0.0.1").frame(text) for text in texts]
-    assert send.data == b"".join(frames)
-    assert send.frame_ends == tuple(accumulate(map(len, frames)))
-    dispatch(burst_core, actions, burst_queues, cap)
-    # What the core queued before runs of says were joined: one Send per frame.
-    core, queues, _ = _room(len(backlog), cap, backlog)
-    dispatch(core, [Send(frame, core.room.members, exclude=clients[0]) for frame in frames], queues, cap)
-    assert burst_queues.closed == queues.closed
-    assert burst_queues.queued == queues.queued
-    assert burst_core.room.members == core.room.members
-    return [client for client, _ in queues.closed]
+    # Frame by frame: one Send each, to recipient lists that are equal but not the same
+    # object, so the core cannot join them into one buffer.
+    single, _ = _room(len(backlog), cap, backlog)
+    members = single.core.room.members
+    single.core._carry_out([Send(frame, tuple(members), exclude=clients[0]) for frame in frames])
+    single.receive(0, b"")  # settles: client 0 is never a connection
+    assert burst.directives == single.directives
+    assert _queued(burst, clients) == _queued(single, clients)
+    assert burst.core.room.members == single.core.room.members
+    return [client for _, client in single.directives]
 
 
 def test_a_burst_cuts_off_the_fullest_queue_first_as_frame_by_frame_queuing_does() -> None:

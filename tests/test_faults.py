@@ -31,7 +31,6 @@ from crowd import Crowd, Peer, at_most_every, raise_descriptor_limit, running, s
 from conformance.serverproc import BUNDLED, ServerProcess
 from conformance.wire import WirePeer
 from protocol import (
-    ClientId,
     Codec,
     Error,
     Hello,
@@ -39,14 +38,14 @@ from protocol import (
     Left,
     PickleCodec,
     Say,
-    ServerCore,
     Shutdown,
-    dispatch,
     encode_frame,
     encode_message,
     get_codec,
 )
 from protocol.constants import CLOSE_LINGER, DEFAULT_MAX_FRAME, SHUTDOWN_FLUSH_TIMEOUT
+from protocol.server import ServerCore
+from protocol.server.memory import MemoryServer
 from protocol.serving import server_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -479,30 +478,13 @@ def test_a_pickle_server_refuses_every_gadget_and_runs_nothing(impl: str, tmp_pa
 # --- hostile input, end to end: each server answers as the core it wraps ----------------------
 
 
-class _Queue:
-    """The octets the core queues for one client, as a server would write them."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def write(self, client: ClientId, data: bytes) -> None:
-        self.data += data
-
-    def close(self, client: ClientId, flush: bool) -> None:
-        pass
-
-    def buffered(self, client: ClientId) -> int:
-        return 0
-
-
 def core_answer(impl: str, codec: Codec, data: bytes) -> bytes:
     """What ServerCore queues for a client that sends ``data`` and then ends its stream."""
-    core = ServerCore(codec, server_name=server_name(impl))
-    queue = _Queue()
-    client = core.connect(LOCALHOST)
-    for chunk in (data, b""):
-        dispatch(core, core.receive(client, chunk), queue)
-    return bytes(queue.data)
+    memory = MemoryServer(ServerCore(codec, server_name=server_name(impl)))
+    client = memory.connect(LOCALHOST)
+    memory.receive(client, data)
+    memory.receive(client, b"")
+    return memory.read(client)
 
 
 def server_answer(address: tuple[str, int], data: bytes) -> bytes:

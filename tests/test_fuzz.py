@@ -166,7 +166,7 @@ def test_the_server_core_target_reports_an_exception_turned_into_internal_error(
     def broken(*args: object) -> None:
         raise KeyError("room")
 
-    monkeypatch.setattr(protocol.server.ServerCore, "_roster_frame", broken)
+    monkeypatch.setattr(protocol.server.ServerRules, "_roster_frame", broken)
     who = encode_frame(b"\x81\xa4type\xa3who")
     with pytest.raises(Finding, match="internal_error"):
         TARGETS["server_core"](who)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from protocol import RemoteProtocolError, Room, Seat
+from protocol import RemoteProtocolError
 from protocol.constants import ErrorCode
+from protocol.server import Room, Seat
 
 
 def joined(*names: str) -> Room[int]:

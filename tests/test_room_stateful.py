@@ -1,7 +1,7 @@
 """The room core against a model, in random stories (spec §6-§12): joins, says, whos, pings,
 garbage, stalled readers and every kind of departure, in both codecs.
 
-Hypothesis drives a ServerCore through dispatch and a fake transport, and a model written
+Hypothesis drives a ServerCore run in memory (MemoryServer), and a model written
 from the spec predicts, after every step, exactly which frames each connection is sent, in
 which order, and which connections are closed and how. Clients read what is queued for
 them after each step, except those a rule has stalled: they fall behind until they are
@@ -26,8 +26,6 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from protocol import (
     SERVER_MESSAGES,
-    Action,
-    ClientId,
     Codec,
     Error,
     FrameDecoder,
@@ -41,17 +39,16 @@ from protocol import (
     Relayed,
     Roster,
     Say,
-    ServerCore,
     Shutdown,
     Welcome,
     Who,
-    dispatch,
+    decode_message,
     encode_frame,
     encode_message,
-    from_wire,
     get_codec,
 )
 from protocol.constants import (
+    DEFAULT_HELLO_TIMEOUT,
     FATAL,
     HEADER_SIZE,
     MIN_MAX_FRAME,
@@ -60,6 +57,8 @@ from protocol.constants import (
     CodecName,
     ErrorCode,
 )
+from protocol.server import ClientId, ServerCore
+from protocol.server.memory import MemoryServer
 
 MAX_FRAME = MIN_MAX_FRAME
 #: Room for two frames of max_frame: a stalled client passes it after a few long messages (§10).
@@ -116,30 +115,9 @@ class Conn:
     expected: list[Message] = field(default_factory=list)  # queued for it, not yet read
     unread: int = 0  # octets queued and not read, against the cap (§10)
     stalled: bool = False
+    connected_at: float = 0.0
     #: None while open; then how it ended: "flush" (§9.4), "drop" (§10) or "lost" (a socket error).
     end: str | None = None
-
-
-class Transport:
-    """Queued octets per client and how each was closed; nothing may be queued after the end."""
-
-    def __init__(self) -> None:
-        self.queued: dict[ClientId, bytearray] = {}
-        self.closed: dict[ClientId, bool] = {}
-        self.lost: set[ClientId] = set()
-
-    def write(self, client: ClientId, data: bytes) -> None:
-        assert client not in self.closed and client not in self.lost, f"write to {client} after its end"
-        self.queued.setdefault(client, bytearray()).extend(data)
-
-    def close(self, client: ClientId, flush: bool) -> None:
-        assert client not in self.closed, f"{client} closed twice"
-        self.closed[client] = flush
-        if not flush:
-            self.queued.pop(client, None)
-
-    def buffered(self, client: ClientId) -> int:
-        return len(self.queued.get(client, b""))
 
 
 #: A frame the client sends, as the offset in the stream at which the server acts on it and
@@ -151,8 +129,8 @@ class RoomMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.codec: Codec = get_codec(CodecName.MSGPACK)
-        self.core = ServerCore(self.codec, server_name=SERVER_NAME, max_frame=MAX_FRAME)
-        self.transport = Transport()
+        self.core = self.new_core()
+        self.memory = MemoryServer(self.core)
         self.conns: list[Conn] = []
         self.members: list[Conn] = []  # in join order
         self.over: list[Conn] = []  # pushed over the cap during the current read
@@ -160,7 +138,13 @@ class RoomMachine(RuleBasedStateMachine):
     @initialize(codec=st.sampled_from(list(CodecName)))
     def choose_codec(self, codec: CodecName) -> None:
         self.codec = get_codec(codec)
-        self.core = ServerCore(self.codec, server_name=SERVER_NAME, max_frame=MAX_FRAME)
+        self.core = self.new_core()
+        self.memory = MemoryServer(self.core)
+
+    def new_core(self) -> ServerCore:
+        return ServerCore(
+            self.codec, server_name=SERVER_NAME, max_frame=MAX_FRAME, max_output_buffer=OUTPUT_CAP
+        )
 
     # --- the model ------------------------------------------------------------------------
 
@@ -217,9 +201,6 @@ class RoomMachine(RuleBasedStateMachine):
 
     # --- driving the core -----------------------------------------------------------------
 
-    def run(self, actions: list[Action]) -> None:
-        dispatch(self.core, actions, self.transport, OUTPUT_CAP)
-        self.cut_off()
 
     def send(self, conn: Conn, data: bytes, steps: list[Step], pieces: int = 1) -> None:
         """``data`` from ``conn``'s client in ``pieces`` reads; each step's effect is expected
@@ -231,7 +212,8 @@ class RoomMachine(RuleBasedStateMachine):
                 if conn.end is None:  # after a fatal error, later frames are not processed
                     steps[0][1]()
                 steps = steps[1:]
-            self.run(self.core.receive(conn.client, data[start:end]))
+            self.memory.receive(conn.client, data[start:end])
+            self.cut_off()
             start = end
 
     def send_frames(
@@ -268,7 +250,7 @@ class RoomMachine(RuleBasedStateMachine):
     def join(self, hosts: list[str], data: st.DataObject) -> None:
         """New connections, most of which join at once; the others (None) have not yet."""
         for host in hosts:
-            self.conns.append(Conn(self.core.connect(host), host))
+            self.conns.append(Conn(self.memory.connect(host), host, connected_at=self.memory.now))
             name = data.draw(
                 st.none()
                 | st.sampled_from(VALID_NAMES)
@@ -392,19 +374,23 @@ class RoomMachine(RuleBasedStateMachine):
             if how == "eof-mid-frame":
                 self.send(conn, encode_message(self.codec, Say("cut short"))[:5], [])
             self.depart(conn, "connection_lost" if how == "eof-mid-frame" else "quit", "flush")
-            self.run(self.core.receive(conn.client, b""))
+            self.memory.receive(conn.client, b"")
+            self.cut_off()
         elif how == "reset":
             # A socket error: the server has closed the socket and tells the core.
             self.depart(conn, "connection_lost", "lost")
             conn.expected, conn.unread = [], 0
-            self.transport.lost.add(conn.client)
-            self.transport.queued.pop(conn.client, None)
-            self.run(self.core.connection_lost(conn.client))
+            self.memory.lost(conn.client)
+            self.cut_off()
         else:
-            # The hello timer fires: fatal before welcome, nothing after.
-            if conn.name is None:
-                self.refuse(conn, "hello_timeout")
-            self.run(self.core.hello_timeout(conn.client))
+            # The clock reaches the hello timeout of every connection made until now: fatal
+            # before welcome, in the order they were accepted, and nothing after (§7.4).
+            self.memory.advance(DEFAULT_HELLO_TIMEOUT)
+            for other in self.conns:
+                due = other.connected_at + DEFAULT_HELLO_TIMEOUT <= self.memory.now
+                if due and other.end is None and other.name is None:
+                    self.refuse(other, "hello_timeout")
+            self.cut_off()
 
     @precondition(lambda self: self.readers())
     @rule(data=st.data())
@@ -425,10 +411,10 @@ class RoomMachine(RuleBasedStateMachine):
     def read(self, conn: Conn) -> None:
         """What the client can read now is exactly what the model expects, in order."""
         decoder = FrameDecoder(MAX_FRAME)
-        decoder.feed(bytes(self.transport.queued.pop(conn.client, b"")))
+        decoder.feed(self.memory.read(conn.client))
         received = []
         while (payload := decoder.next_frame()) is not None:
-            received.append(from_wire(self.codec.decode(payload), SERVER_MESSAGES))
+            received.append(decode_message(self.codec, payload, SERVER_MESSAGES))
         assert decoder.buffered == 0
         # An error's message is for humans (§9.1): code and fatal are compared.
         got = [Error(m.code, "", m.fatal) if isinstance(m, Error) else m for m in received]
@@ -446,10 +432,11 @@ class RoomMachine(RuleBasedStateMachine):
         assert list(self.core.room.members) == [m.client for m in self.members]
         assert [seat.name for seat in self.core.room.seats()] == [m.name for m in self.members]
         open_clients = [conn.client for conn in self.open_conns()]
-        assert all(client in self.core for client in open_clients)
-        assert self.core.connections == len(open_clients)
+        assert all(client in self.core.rules for client in open_clients)
+        assert self.core.rules.connections == len(open_clients)
         closed = {conn.client: conn.end == "flush" for conn in self.conns if conn.end in ("flush", "drop")}
-        assert self.transport.closed == closed
+        assert self.memory.closed == closed
+        assert self.memory.peak <= OUTPUT_CAP
 
     def teardown(self) -> None:
         """Shutdown (§12): every connection still open is told and closed with a flush; no left."""
@@ -457,11 +444,11 @@ class RoomMachine(RuleBasedStateMachine):
         self.deliver(Shutdown(SHUTDOWN_REASON), still_open)
         # The core has forgotten every connection: a queue too full for the notice is not cut off.
         self.over = []
-        dispatch(self.core, self.core.shutdown(), self.transport, OUTPUT_CAP)
+        self.memory.shutdown()
         for conn in still_open:
-            assert self.transport.closed.get(conn.client) is True
+            assert self.memory.closed.get(conn.client) is True
             self.read(conn)
-        assert self.core.connections == 0
+        assert self.core.rules.connections == 0
         assert len(self.core.room) == 0
 
 

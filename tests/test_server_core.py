@@ -1,10 +1,9 @@
-"""The whole server without sockets (spec §7-§12): ServerCore driven through dispatch and a
-fake transport, from the seed's story (join, talk, list, leave) to every departure and error."""
+"""The whole server without sockets (spec §7-§12): ServerCore run in memory (MemoryServer),
+from the seed's story (join, talk, list, leave) to every departure and error."""
 
 from __future__ import annotations
 
 import pickle
-from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,8 +14,6 @@ from hypothesis import strategies as st
 
 from protocol import (
     SERVER_MESSAGES,
-    ClientId,
-    Close,
     Connection,
     Error,
     FrameDecoder,
@@ -33,18 +30,16 @@ from protocol import (
     Role,
     Roster,
     Say,
-    Send,
-    ServerCore,
     Shutdown,
     Welcome,
     Who,
-    dispatch,
+    decode_message,
     encode_frame,
     encode_message,
-    from_wire,
     get_codec,
 )
 from protocol.constants import (
+    DEFAULT_HELLO_TIMEOUT,
     DEFAULT_MAX_FRAME,
     DEFAULT_MAX_OUTPUT_BUFFER,
     HEADER_SIZE,
@@ -53,39 +48,12 @@ from protocol.constants import (
     CodecName,
     ErrorCode,
 )
-
-
-class FakeTransport:
-    """Queues per client, as a server's sockets would hold them; nobody reads unless told."""
-
-    def __init__(self) -> None:
-        self.queued: defaultdict[ClientId, bytearray] = defaultdict(bytearray)
-        self.closed: dict[ClientId, bool] = {}
-        self.late: list[ClientId] = []
-        self.log: list[tuple[str, ClientId]] = []
-        self.peak = 0  # the most ever queued for one client
-
-    def write(self, client: ClientId, data: bytes) -> None:
-        if client in self.closed:
-            self.late.append(client)  # dropped, as the Transport contract says
-            return
-        self.queued[client] += data
-        self.peak = max(self.peak, len(self.queued[client]))
-        self.log.append(("write", client))
-
-    def close(self, client: ClientId, flush: bool) -> None:
-        assert client not in self.closed, f"client {client} closed twice"
-        self.closed[client] = flush
-        if not flush:
-            self.queued[client].clear()
-        self.log.append(("close", client))
-
-    def buffered(self, client: ClientId) -> int:
-        return len(self.queued[client])
+from protocol.server import ClientId, Disposal, ServerCore, ServerRules
+from protocol.server.memory import MemoryServer
 
 
 class Harness:
-    """A ServerCore, a fake transport, and clients that read what was queued for them."""
+    """A ServerCore run in memory, and clients that read what was queued for them."""
 
     def __init__(
         self,
@@ -94,30 +62,39 @@ class Harness:
         max_output_buffer: int = DEFAULT_MAX_OUTPUT_BUFFER,
     ) -> None:
         self.codec = get_codec(codec)
-        self.core = ServerCore(self.codec, server_name="test/1", max_frame=max_frame)
-        self.transport = FakeTransport()
-        self.max_output_buffer = max_output_buffer
+        self.core = ServerCore(
+            self.codec, server_name="test/1", max_frame=max_frame, max_output_buffer=max_output_buffer
+        )
+        self.memory = MemoryServer(self.core)
+        self.clients: list[ClientId] = []
 
-    def run(self, actions: list[Send | Close]) -> None:
-        dispatch(self.core, actions, self.transport, self.max_output_buffer)
+    @property
+    def closed(self) -> dict[ClientId, bool]:
+        return self.memory.closed
 
     def connect(self, host: str = "127.0.0.1") -> ClientId:
-        return self.core.connect(host)
+        client = self.memory.connect(host)
+        self.clients.append(client)
+        return client
 
     def receive(self, client: ClientId, data: bytes) -> None:
-        self.run(self.core.receive(client, data))
+        self.memory.receive(client, data)
 
     def send(self, client: ClientId, *messages: Message) -> None:
         self.receive(client, b"".join(encode_message(self.codec, message) for message in messages))
 
+    def cut(self, client: ClientId) -> None:
+        """What the core does when ``client``'s output would pass the cap (§10)."""
+        self.core._carry_out(self.core.rules.slow_consumer(client))
+        self.memory.receive(0, b"")  # settles the memory server; client 0 is never a connection
+
     def read(self, client: ClientId) -> list[Message]:
         """Everything queued for ``client``, decoded; every frame within max_frame."""
         decoder = FrameDecoder(self.core.max_frame)
-        decoder.feed(bytes(self.transport.queued[client]))
-        self.transport.queued[client].clear()
+        decoder.feed(self.memory.read(client))
         messages = []
         while (payload := decoder.next_frame()) is not None:
-            messages.append(from_wire(self.codec.decode(payload), SERVER_MESSAGES))
+            messages.append(decode_message(self.codec, payload, SERVER_MESSAGES))
         assert decoder.buffered == 0
         return messages
 
@@ -130,9 +107,9 @@ class Harness:
         return client
 
     def check(self) -> None:
-        """What holds after every story: nothing written after a close, no internal error."""
-        assert self.transport.late == []
-        for client in list(self.transport.queued):
+        """What holds after every story: the cap never passed, no internal error."""
+        assert self.memory.peak <= self.core.max_output_buffer
+        for client in self.clients:
             for message in self.read(client):
                 assert not (isinstance(message, Error) and message.code == ErrorCode.INTERNAL_ERROR)
 
@@ -147,7 +124,7 @@ def codec_name(request: pytest.FixtureRequest) -> CodecName:
 def server(codec_name: CodecName) -> Iterator[Harness]:
     harness = Harness(codec_name)
     yield harness
-    assert harness.transport.late == []
+    harness.check()
 
 
 # --- joining (§8.2) ----------------------------------------------------------------------------
@@ -394,8 +371,9 @@ def test_a_server_type_before_hello_is_hello_required_and_fatal(server: Harness)
     client = server.connect()
     server.send(client, Pong("x"))
     assert error_of(server.read(client)) == ("hello_required", True)
-    assert server.transport.closed == {client: True}
-    assert client not in server.core
+    assert server.closed == {client: True}
+    assert client not in server.core.rules  # closing: the protocol is done with it
+    assert server.memory.directives == [(Disposal.HALF_CLOSE, client)]
 
 
 def test_frames_after_a_fatal_error_are_not_processed(server: Harness) -> None:
@@ -413,7 +391,7 @@ def test_oversized_header_from_a_member_is_refused_at_once(server: Harness) -> N
     server.read(alice)
     server.receive(bob, (DEFAULT_MAX_FRAME + 1).to_bytes(4, "big"))
     assert error_of(server.read(bob)) == ("frame_too_large", True)
-    assert server.transport.closed == {bob: True}
+    assert server.closed == {bob: True}
     assert server.read(alice) == [Left("bob", "127.0.0.1", 1, "error")]
 
 
@@ -423,19 +401,19 @@ def test_internal_error_costs_one_connection_and_the_core_keeps_serving(
     alice = server.join("alice")
     bob = server.join("bob")
     carol = server.join("carol")
-    original = ServerCore._handle
+    original = ServerRules._handle
 
-    def handle(core: ServerCore, client: ClientId, state: Any, message: object, actions: Any) -> None:
+    def handle(rules: ServerRules, client: ClientId, state: Any, message: object, actions: Any) -> None:
         if client == bob and isinstance(message, Say):
             raise RuntimeError("a bug")
-        original(core, client, state, message, actions)
+        original(rules, client, state, message, actions)
 
-    monkeypatch.setattr(ServerCore, "_handle", handle)
+    monkeypatch.setattr(ServerRules, "_handle", handle)
     for client in (alice, bob, carol):
         server.read(client)
     server.send(bob, Say("boom"))
     assert error_of(server.read(bob)) == ("internal_error", True)
-    assert server.transport.closed == {bob: True}
+    assert server.closed == {bob: True}
     assert server.read(alice) == server.read(carol) == [Left("bob", "127.0.0.1", 2, "error")]
     server.send(alice, Say("still up"))
     assert server.read(carol) == [Relayed("alice", "127.0.0.1", "still up")]
@@ -445,10 +423,16 @@ def test_internal_error_costs_one_connection_and_the_core_keeps_serving(
     ]
 
 
-def test_receive_for_a_client_the_core_does_not_know_does_nothing(server: Harness) -> None:
-    assert server.core.receive(12345, encode_message(server.codec, Say("hi"))) == []
-    assert server.core.connection_lost(12345) == []
-    assert server.core.slow_consumer(12345) == []
+def test_events_for_a_client_the_core_does_not_know_do_nothing(server: Harness) -> None:
+    rules = server.core.rules
+    assert rules.receive(12345, encode_message(server.codec, Say("hi"))) == []
+    assert rules.connection_lost(12345) == []
+    assert rules.slow_consumer(12345) == []
+    assert rules.hello_timeout(12345) == []
+    server.core.receive(12345, b"x", 0.0)
+    server.core.sent(12345, 1)
+    server.core.connection_lost(12345)
+    assert not server.core.has_output
 
 
 def test_max_frame_below_the_minimum_is_refused() -> None:
@@ -474,7 +458,7 @@ def test_eof_at_a_frame_boundary_is_quit(trio: tuple[Harness, ClientId, ClientId
     server.send(bob, Say("bye"))
     server.receive(bob, b"")
     assert server.read(alice) == [Relayed("bob", "10.0.0.2", "bye"), Left("bob", "10.0.0.2", 2, "quit")]
-    assert server.transport.closed == {bob: True}
+    assert server.closed == {bob: True}
     # The name is free from the departure on.
     server.join("BOB")
     assert server.read(carol)[-1] == Joined("BOB", "127.0.0.1", 3)
@@ -491,9 +475,9 @@ def test_connection_lost_is_announced_and_the_count_drops(
     trio: tuple[Harness, ClientId, ClientId, ClientId],
 ) -> None:
     server, alice, bob, carol = trio
-    server.run(server.core.connection_lost(carol))
+    server.memory.lost(carol)
     assert server.read(alice) == server.read(bob) == [Left("carol", "10.0.0.3", 2, "connection_lost")]
-    server.run(server.core.connection_lost(alice))
+    server.memory.lost(alice)
     assert server.read(bob) == [Left("alice", "10.0.0.1", 1, "connection_lost")]
     assert len(server.core.room) == 1
 
@@ -503,21 +487,21 @@ def test_a_fatal_error_is_sent_flushed_and_announced_as_error(
 ) -> None:
     server, alice, bob, carol = trio
     server.receive(bob, encode_frame(b"\xc1"))
+    assert server.closed == {bob: True}
+    # §9.4: the error is flushed before the half-close, and nothing is queued after it.
+    assert server.memory.directives == []
     assert error_of(server.read(bob)) == ("bad_payload", True)
-    assert server.transport.closed == {bob: True}
+    assert server.memory.directives == [(Disposal.HALF_CLOSE, bob)]
     assert server.read(alice) == server.read(carol) == [Left("bob", "10.0.0.2", 2, "error")]
-    # The error is queued before the close (§9.4).
-    log = server.transport.log
-    last_write = max(index for index, entry in enumerate(log) if entry == ("write", bob))
-    assert last_write < log.index(("close", bob))
 
 
 def test_a_slow_consumer_is_cut_off_unflushed_and_announced(
     trio: tuple[Harness, ClientId, ClientId, ClientId],
 ) -> None:
     server, alice, bob, carol = trio
-    server.run(server.core.slow_consumer(bob))
-    assert server.transport.closed == {bob: False}
+    server.cut(bob)
+    assert server.closed == {bob: False}
+    assert server.memory.directives == [(Disposal.ABORT, bob)]
     assert server.read(alice) == server.read(carol) == [Left("bob", "10.0.0.2", 2, "slow_consumer")]
 
 
@@ -525,13 +509,14 @@ def test_connections_that_never_joined_leave_silently(server: Harness) -> None:
     alice = server.join("alice")
     quitter, loser, slow, broken = (server.connect() for _ in range(4))
     server.receive(quitter, b"")
-    server.run(server.core.connection_lost(loser))
-    server.run(server.core.slow_consumer(slow))
+    server.memory.lost(loser)
+    server.cut(slow)
     server.receive(broken, encode_frame(b""))
     assert server.read(alice) == []
     assert error_of(server.read(broken)) == ("bad_payload", True)
-    assert server.transport.closed == {quitter: True, slow: False, broken: True}
-    assert server.core.connections == 1
+    assert server.closed == {quitter: True, slow: False, broken: True}
+    assert server.core.rules.connections == 1
+    assert server.core.connections == 2  # broken is draining (§9.4)
 
 
 def test_hello_timeout_closes_only_connections_that_have_not_joined(server: Harness) -> None:
@@ -540,13 +525,12 @@ def test_hello_timeout_closes_only_connections_that_have_not_joined(server: Harn
     retrying = server.connect()
     server.send(retrying, Hello("bad name"))
     server.read(retrying)
-    assert server.core.hello_timeout(alice) == []
+    server.memory.advance(DEFAULT_HELLO_TIMEOUT)
     for client in (idle, retrying):
-        server.run(server.core.hello_timeout(client))
         assert error_of(server.read(client)) == ("hello_timeout", True)
-    assert server.transport.closed == {idle: True, retrying: True}
+    assert server.closed == {idle: True, retrying: True}
     assert server.read(alice) == []
-    assert server.core.hello_timeout(idle) == []
+    assert server.core.rules.hello_timeout(idle) == []
 
 
 def test_shutdown_tells_every_connection_and_closes_them_all_without_left(server: Harness) -> None:
@@ -554,27 +538,20 @@ def test_shutdown_tells_every_connection_and_closes_them_all_without_left(server
     bob = server.join("bob")
     lurker = server.connect()
     server.read(alice)
-    server.run(server.core.shutdown())
+    server.memory.shutdown()
     for client in (alice, bob, lurker):
         assert server.read(client) == [Shutdown(SHUTDOWN_REASON)]
-    assert server.transport.closed == {alice: True, bob: True, lurker: True}
-    assert server.core.connections == 0
+    assert server.closed == {alice: True, bob: True, lurker: True}
     assert len(server.core.room) == 0
-    assert server.core.receive(alice, encode_message(server.codec, Say("late"))) == []
+    # Draining now (§9.4 step 4): what they send is discarded, their EOF ends them.
+    server.send(alice, Say("late"))
+    assert server.read(bob) == []
+    for client in (alice, bob, lurker):
+        server.receive(client, b"")
+    assert server.core.finished
 
 
-# --- dispatch and the output cap (§10) ------------------------------------------------------------
-
-
-def test_dispatch_writes_each_frame_to_its_recipients_except_the_excluded() -> None:
-    harness = Harness()
-    transport = harness.transport
-    dispatch(
-        harness.core, [Send(b"a", (1, 2, 3), exclude=2), Send(b"b", (2,)), Close(3, flush=True)], transport
-    )
-    assert dict(transport.queued) == {1: bytearray(b"a"), 2: bytearray(b"b"), 3: bytearray(b"a")}
-    assert transport.closed == {3: True}
-    assert transport.log == [("write", 1), ("write", 3), ("write", 2), ("close", 3)]
+# --- the output cap (§10) ---------------------------------------------------------------------------
 
 
 def test_a_member_over_the_output_cap_is_cut_off_and_the_others_are_told() -> None:
@@ -586,11 +563,11 @@ def test_a_member_over_the_output_cap_is_cut_off_and_the_others_are_told() -> No
     for n in range(200):
         server.send(alice, Say(f"message {n:03d} " + "." * 40))
         server.read(carol)
-        if bob in server.transport.closed:
+        if bob in server.closed:
             break
-    assert server.transport.closed == {bob: False}
-    assert server.transport.queued[bob] == bytearray()
-    assert server.transport.peak <= 4096  # checked before queuing: the cap is never passed
+    assert server.closed == {bob: False}
+    assert bob not in server.core
+    assert server.memory.peak <= 4096  # checked before queuing: the cap is never passed
     assert Left("bob", "127.0.0.1", 2, "slow_consumer") in server.read(alice)
     server.send(alice, Say("after"))
     assert server.read(carol)[-1] == Relayed("alice", "127.0.0.1", "after")
@@ -599,13 +576,12 @@ def test_a_member_over_the_output_cap_is_cut_off_and_the_others_are_told() -> No
 
 def test_slow_consumer_cascade_stops_when_nobody_is_left() -> None:
     # Nobody reads and the cap is just above what each has queued: the first relay pushes
-    # the others over, their departures push the rest over, and dispatch must still end.
+    # the others over, their departures push the rest over, and the core must still settle.
     server = Harness()
     clients = [server.join(name) for name in ("alice", "bob", "carol", "dave")]
-    server.max_output_buffer = max(server.transport.buffered(client) for client in clients) + 8
+    server.core.max_output_buffer = max(server.memory.buffered(client) for client in clients) + 8
     server.send(clients[0], Say("x" * 64))
-    assert server.transport.closed == dict.fromkeys(clients, False)
-    assert server.transport.late == []
+    assert server.closed == dict.fromkeys(clients, False)
     assert server.core.connections == 0
     assert len(server.core.room) == 0
 

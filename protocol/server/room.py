@@ -6,9 +6,9 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from .constants import ErrorCode
-from .errors import RemoteProtocolError
-from .names import name_key, name_problem
+from ..constants import ErrorCode
+from ..errors import RemoteProtocolError
+from ..names import name_key, name_problem
 
 K = TypeVar("K", bound=Hashable)
 

@@ -1,26 +1,22 @@
-"""Everything a chat server decides, without I/O (spec/PROTOCOL.md §7-§12).
+"""What a chat server says, to whom, for each event (spec/PROTOCOL.md §7-§12): no I/O, no clock.
 
-A server owns sockets, buffers and timers; it tells :class:`ServerCore` what happened
-(``connect``, ``receive``, ``connection_lost``, ``hello_timeout``, ``slow_consumer``,
-``shutdown``) and carries out the :class:`Send` and :class:`Close` actions it gets back,
-in order. :func:`dispatch` does that carrying out against a small :class:`Transport`
-interface, including the output-buffer cap, so both servers share it.
+:class:`ServerRules` holds the room and every connection's protocol state. Each event method
+returns the actions the protocol calls for, in order: :class:`Send` (these frames to these
+connections) and :class:`Close` (end this connection, flushing first or not). It does not
+know about buffers, timers or sockets: :class:`protocol.server.ServerCore` carries the actions
+out and owns the rest of each connection's life.
 """
 
 from __future__ import annotations
 
 import logging
-from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import accumulate
-from typing import Protocol
 
-from .codecs import Codec
-from .connection import NEED_DATA, Connection, ConnectionClosed, RelayEncoder, Role, State, encode_message
-from .constants import (
+from ..codecs import Codec
+from ..connection import NEED_DATA, Connection, ConnectionClosed, RelayEncoder, Role, State, encode_message
+from ..constants import (
     DEFAULT_MAX_FRAME,
-    DEFAULT_MAX_OUTPUT_BUFFER,
     HEADER_SIZE,
     MIN_MAX_FRAME,
     PROTOCOL_VERSION,
@@ -28,21 +24,8 @@ from .constants import (
     ErrorCode,
     LeaveReason,
 )
-from .errors import ProtocolError, RemoteProtocolError
-from .messages import (
-    Error,
-    Hello,
-    Joined,
-    Left,
-    Member,
-    Ping,
-    Pong,
-    Roster,
-    Say,
-    Shutdown,
-    Welcome,
-    Who,
-)
+from ..errors import ProtocolError, RemoteProtocolError
+from ..messages import Error, Hello, Joined, Left, Member, Ping, Pong, Roster, Say, Shutdown, Welcome, Who
 from .room import Room
 
 ClientId = int
@@ -52,21 +35,16 @@ log = logging.getLogger("protocol.server")
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Queue ``data`` (whole frames) for every client in ``to`` except ``exclude``.
-
-    When ``data`` holds several frames, ``frame_ends`` lists where each ends: the output cap
-    (§10) still applies frame by frame.
-    """
+    """Queue ``data`` (one whole frame) for every client in ``to`` except ``exclude``."""
 
     data: bytes
     to: Sequence[ClientId]
     exclude: ClientId | None = None
-    frame_ends: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Close:
-    """Close ``client``. With ``flush``, first deliver what is queued (§9.2); without, drop it."""
+    """End ``client``'s connection: with ``flush`` by the procedure of §9.4, without at once (§10)."""
 
     client: ClientId
     flush: bool
@@ -82,16 +60,10 @@ class _Client:
     relay: RelayEncoder | None = None  # from the join on
 
 
-class ServerCore:
-    """The room and every connection's protocol state."""
+class ServerRules:
+    """The room and every connection's protocol state; events in, actions out."""
 
-    def __init__(
-        self,
-        codec: Codec,
-        *,
-        server_name: str,
-        max_frame: int = DEFAULT_MAX_FRAME,
-    ) -> None:
+    def __init__(self, codec: Codec, *, server_name: str, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         if max_frame < MIN_MAX_FRAME:
             raise ValueError(f"max_frame must be at least {MIN_MAX_FRAME}")
         self.codec = codec
@@ -99,35 +71,29 @@ class ServerCore:
         self.max_frame = max_frame
         self.room: Room[ClientId] = Room()
         self._clients: dict[ClientId, _Client] = {}
-        self._next_id = 0
-        # Frames relaying the says of the run receive() is in, not yet queued (see receive()).
-        self._relayed: list[bytes] = []
 
     def __contains__(self, client: object) -> bool:
         return client in self._clients
 
     @property
     def connections(self) -> int:
+        """Connections the protocol still serves (not yet closed)."""
         return len(self._clients)
 
-    # --- events from the server ---------------------------------------------------------
+    def joined(self, client: ClientId) -> bool:
+        """Whether ``client`` is a member."""
+        return client in self.room
 
-    def connect(self, host: str) -> ClientId:
-        """A connection was accepted from ``host``; the server arms its hello timer."""
-        self._next_id += 1
-        client = self._next_id
+    # --- events ------------------------------------------------------------------------------
+
+    def connect(self, client: ClientId, host: str) -> None:
+        """``client`` was accepted from ``host`` (an id the caller never reuses)."""
         connection = Connection(Role.SERVER, codec=self.codec, max_frame=self.max_frame)
         self._clients[client] = _Client(connection, host)
         log.info("connection %d from %s", client, host)
-        return client
 
     def receive(self, client: ClientId, data: bytes) -> list[Action]:
-        """Bytes arrived from ``client``; ``b""`` is its end of stream.
-
-        The frames relaying a run of consecutive ``say`` messages leave as one :class:`Send`:
-        nothing else happens between them, so they have the same recipients, and joining
-        them costs each recipient one write instead of one per message (§8.4, §11).
-        """
+        """Bytes arrived from ``client``; ``b""`` is its end of stream."""
         state = self._clients.get(client)
         if state is None:
             return []
@@ -139,13 +105,10 @@ class ServerCore:
                 try:
                     event = connection.next_event()
                 except RemoteProtocolError as exc:
-                    self._send_relayed(client, actions)
                     self._refuse(client, exc, actions)
                     if exc.fatal:
                         return actions
                     continue
-                if type(event) is not Say:
-                    self._send_relayed(client, actions)
                 if event is NEED_DATA:
                     return actions
                 if isinstance(event, ConnectionClosed):
@@ -157,21 +120,19 @@ class ServerCore:
         except Exception:
             # A bug here must cost one connection, not the server (§9.1 internal_error).
             log.exception("internal error while serving connection %d", client)
-            self._send_relayed(client, actions)
             if client in self._clients:
-                self._refuse(
-                    client, ProtocolError(ErrorCode.INTERNAL_ERROR, "internal server error"), actions
-                )
+                internal = ProtocolError(ErrorCode.INTERNAL_ERROR, "internal server error")
+                self._refuse(client, internal, actions)
             return actions
 
     def connection_lost(self, client: ClientId) -> list[Action]:
-        """The connection failed (reset, timeout, socket error): forget it and tell the room."""
+        """The connection failed (reset, socket error): forget it and tell the room."""
         actions: list[Action] = []
         self._drop(client, LeaveReason.CONNECTION_LOST, actions)
         return actions
 
     def hello_timeout(self, client: ClientId) -> list[Action]:
-        """The hello timer of ``client`` expired; a no-op if it has joined or gone."""
+        """The hello timer of ``client`` expired; nothing if it has joined or gone (§7.4)."""
         state = self._clients.get(client)
         if state is None or state.connection.state is not State.AWAIT_HELLO:
             return []
@@ -180,7 +141,7 @@ class ServerCore:
         return actions
 
     def slow_consumer(self, client: ClientId) -> list[Action]:
-        """``client``'s output buffer passed its cap: cut it off and tell the room (§10)."""
+        """``client``'s output would pass its cap: cut it off and tell the room (§10)."""
         if client not in self._clients:
             return []
         log.warning("connection %d is a slow consumer", client)
@@ -189,7 +150,11 @@ class ServerCore:
         return actions
 
     def shutdown(self) -> list[Action]:
-        """Tell every connection the server is stopping, then close them all (§12)."""
+        """Tell every connection the server is stopping, then close them all, without left (§12).
+
+        A connection made after this (accepted as the listener closed) is given the same
+        notice through this method again.
+        """
         data = encode_message(self.codec, Shutdown(SHUTDOWN_REASON))
         clients = list(self._clients)
         actions: list[Action] = [Send(data, clients)]
@@ -198,17 +163,7 @@ class ServerCore:
         self.room = Room()
         return actions
 
-    # --- the protocol -------------------------------------------------------------------
-
-    def _send_relayed(self, client: ClientId, actions: list[Action]) -> None:
-        """Queue the frames relayed for ``client`` so far for every other member, in one Send."""
-        relayed = self._relayed
-        if len(relayed) == 1:
-            actions.append(Send(relayed[0], self.room.members, exclude=client))
-        elif relayed:
-            ends = tuple(accumulate(map(len, relayed)))
-            actions.append(Send(b"".join(relayed), self.room.members, exclude=client, frame_ends=ends))
-        relayed.clear()
+    # --- the protocol ------------------------------------------------------------------------
 
     def _handle(self, client: ClientId, state: _Client, message: object, actions: list[Action]) -> None:
         if isinstance(message, Say):
@@ -217,14 +172,12 @@ class ServerCore:
                 raise LookupError(f"connection {client} says before joining")
             data = relay.frame(message.text)
             if len(data) - HEADER_SIZE > self.max_frame:
-                self._send_relayed(client, actions)
                 too_long = ProtocolError(
                     ErrorCode.TEXT_TOO_LONG, "the relayed message would not fit max_frame"
                 )
                 self._refuse(client, too_long, actions)
             else:
-                # Sent by receive() once the run of says ends (_send_relayed).
-                self._relayed.append(data)
+                actions.append(Send(data, self.room.members, exclude=client))
         elif isinstance(message, Ping):
             data = encode_message(self.codec, Pong(message.token))
             if len(data) - HEADER_SIZE > self.max_frame:
@@ -277,7 +230,7 @@ class ServerCore:
         return encode_message(self.codec, Roster(members[:low], truncated=True))
 
     def _refuse(self, client: ClientId, error: ProtocolError, actions: list[Action]) -> None:
-        """Send ``error``; after a fatal one, flush, close and tell the room."""
+        """Send ``error``; after a fatal one, close by §9.4 and tell the room."""
         fatal = error.fatal
         message = Error(error.code.value, error.message, fatal)
         actions.append(Send(encode_message(self.codec, message), (client,)))
@@ -299,85 +252,3 @@ class ServerCore:
         left = Left(seat.name, seat.host, len(self.room), reason.value)
         actions.append(Send(encode_message(self.codec, left), self.room.members))
         log.info("%s left: %s (%d present)", seat.identity, reason.value, len(self.room))
-
-
-class Transport(Protocol):
-    """What :func:`dispatch` needs from a server's I/O layer."""
-
-    def write(self, client: ClientId, data: bytes) -> None:
-        """Queue ``data`` for ``client`` (never block)."""
-
-    def close(self, client: ClientId, flush: bool) -> None:
-        """Close as :class:`Close` says; later writes to ``client`` are dropped."""
-
-    def buffered(self, client: ClientId) -> int:
-        """Bytes queued for ``client`` and not yet accepted by the kernel."""
-
-
-class FanOut(Protocol):
-    """An optional :class:`Transport` method: queue one frame for many clients in one call.
-
-    ``fan_out(data, clients, exclude, limit)`` must do exactly what :func:`fan_out_each`
-    does with ``write`` and ``buffered``; a server implements it to run that loop over its own
-    structures, without two method calls per recipient.
-    """
-
-    def __call__(
-        self, data: bytes, clients: Sequence[ClientId], exclude: ClientId | None, limit: int
-    ) -> list[ClientId]: ...
-
-
-def fan_out_each(
-    transport: Transport, data: bytes, clients: Sequence[ClientId], exclude: ClientId | None, limit: int
-) -> list[ClientId]:
-    """Queue ``data`` for every client in ``clients`` but ``exclude`` that holds at most ``limit``
-    bytes; return the others, which are over the cap, in order."""
-    over: list[ClientId] = []
-    write = transport.write
-    buffered = transport.buffered
-    for client in clients:
-        if client != exclude:
-            if buffered(client) > limit:
-                over.append(client)
-            else:
-                write(client, data)
-    return over
-
-
-def dispatch(
-    core: ServerCore,
-    actions: list[Action],
-    transport: Transport,
-    max_output_buffer: int = DEFAULT_MAX_OUTPUT_BUFFER,
-) -> None:
-    """Carry out ``actions`` in order; cut off every client whose queue would pass the cap (§10).
-
-    Cutting one client off announces its departure, which may push others past the cap,
-    so this runs until no queue is over.
-    """
-    fan_out: FanOut | None = getattr(transport, "fan_out", None)
-    pending = actions
-    while pending:
-        over: list[ClientId] = []
-        for action in pending:
-            if isinstance(action, Send):
-                data = action.data
-                # Checked before queuing, so a queue never holds more than the cap (§10).
-                limit = max_output_buffer - len(data)
-                if fan_out is not None:
-                    cut = fan_out(data, action.to, action.exclude, limit)
-                else:
-                    cut = fan_out_each(transport, data, action.to, action.exclude, limit)
-                if cut and action.frame_ends:
-                    # Frame by frame, a client is cut off at the first frame it cannot take:
-                    # the departures come in that order (each left counts those remaining).
-                    ends = action.frame_ends
-                    cut.sort(
-                        key=lambda client: bisect_right(ends, max_output_buffer - transport.buffered(client))
-                    )
-                over += cut
-            else:
-                transport.close(action.client, action.flush)
-        pending = []
-        for client in over:
-            pending.extend(core.slow_consumer(client))
