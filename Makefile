@@ -26,7 +26,7 @@ test: $(STAMP)
 
 ## Benchmarks against the tutorial baseline and Redis pub/sub (when redis-server is installed).
 bench: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,uvloop]'
+	$(PY) -m pip install --quiet -e '.[dev,bench,uvloop]'
 	$(PY) -m bench
 
 clean:

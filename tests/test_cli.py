@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from bench.runner import parse_args as bench_args
 from chatwire_client.__main__ import parse_args as client_args
 from conformance.runner import build_parser as conformance_parser
 from fuzz.__main__ import _arguments as fuzz_args
@@ -151,6 +152,25 @@ def test_the_conformance_runner_refuses_out_of_range_numbers(
 
 def test_the_conformance_runner_takes_a_bracketed_ipv6_target() -> None:
     assert conformance_parser().parse_args(["--target", "[::1]:65535"]).target == ("::1", 65535)
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--runs", "0"], "argument --runs: must be at least 1, not 0"),
+        (["--subscribers", "-3"], "argument --subscribers: must be at least 1, not -3"),
+        (["--publishers", "0"], "argument --publishers: must be at least 1, not 0"),
+        (["--messages", "0"], "argument --messages: must be at least 1, not 0"),
+        (["--size", "19"], "argument --size: must be at least 20, not 19"),
+        (["--clients", "1"], "argument --clients: must be at least 2, not 1"),
+        (["--duration", "inf"], "argument --duration: must be greater than 0 and at most 86400, not inf"),
+        (["--duration", "0"], "argument --duration: must be greater than 0 and at most 86400, not 0"),
+    ],
+)
+def test_the_bench_refuses_out_of_range_numbers(
+    argv: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert refusal(bench_args, argv, capsys) == error
 
 
 @pytest.mark.parametrize(
