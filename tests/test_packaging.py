@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,16 +38,32 @@ def test_the_packaged_vectors_are_the_spec_vectors_byte_for_byte() -> None:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The wheel, and what the build printed (verbose: pip shows the backend's output)."""
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", out, ROOT],
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation", "-w", out, ROOT],
         check=True,
         capture_output=True,
+        text=True,
         cwd=out,
     )
-    (built,) = out.glob("chatwire-*.whl")
-    return built
+    (wheel,) = out.glob("chatwire-*.whl")
+    return wheel, build.stdout + build.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(built: tuple[Path, str]) -> Path:
+    return built[0]
+
+
+def test_the_build_warns_about_nothing(built: tuple[Path, str]) -> None:
+    # setuptools prints its deprecations and configuration doubts as named Warning subclasses
+    # (BuildBackendWarning: `project.license` as a TOML table is deprecated; ... Package
+    # 'conformance.vectors' is absent from the `packages` configuration; ...).
+    _, output = built
+    warnings = sorted({match.group() for match in re.finditer(r"\b\w*Warning\b: [^\n]*", output)})
+    assert not warnings, "\n".join(warnings)
 
 
 @pytest.fixture(scope="module")
