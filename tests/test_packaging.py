@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import tomllib
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,3 +195,17 @@ def test_the_client_and_runner_scripts_answer_help(
     )
     assert result.returncode == 0, result.stderr
     assert expected in result.stdout
+
+
+def test_the_readme_shows_every_console_script_and_links_only_existing_files() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    with (ROOT / "pyproject.toml").open("rb") as file:
+        scripts = tomllib.load(file)["project"]["scripts"]
+    assert set(scripts) == set(SCRIPTS)
+    for script, entry in scripts.items():
+        module = entry.split(":")[0].removesuffix(".__main__").removesuffix(".runner")
+        assert f"`{script}` is `python -m {module}`" in readme, script
+    for target in re.findall(r"\]\(([^)#]+)", readme):
+        assert (ROOT / target).exists(), f"README.md links to {target}, which does not exist"
+    for document in ("BENCHMARKS.md", "TESTING.md", "SECURITY.md"):
+        assert f"]({document})" in readme
