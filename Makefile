@@ -3,13 +3,16 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# setuptools boxes a note into every editable install of a flat layout, that folders named
+# like an installed package may shadow it; here they are the installed packages themselves.
+QUIET_EDITABLE := PYTHONWARNINGS='ignore:Editable installation'
 
 .PHONY: demo test bench dev clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(QUIET_EDITABLE) $(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 dev: $(STAMP)
@@ -26,7 +29,7 @@ test: $(STAMP)
 
 ## Benchmarks against the tutorial baseline and Redis pub/sub (when redis-server is installed).
 bench: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,uvloop]'
+	$(QUIET_EDITABLE) $(PY) -m pip install --quiet -e '.[dev,bench,uvloop]'
 	$(PY) -m bench
 
 clean:

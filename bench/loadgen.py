@@ -427,10 +427,13 @@ async def run_latency(job: Job, session: Session, deadline: float) -> dict[str, 
         "offered_per_second": (sent - sent_before_window) / seconds if seconds else 0.0,
         "samples": len(latencies),
         "percentiles_ms": {label: percentile(latencies, q) / 1e6 for label, q in PERCENTILES},
+        "cdf_ms": [percentile(latencies, q) / 1e6 for q in CDF_QUANTILES],
     }
 
 
 PERCENTILES = (("p50", 0.50), ("p99", 0.99), ("p99.9", 0.999), ("max", 1.0))
+#: Where the latency distribution is sampled for the plots: every percent, then the tail.
+CDF_QUANTILES = (*(i / 100 for i in range(1, 100)), 0.995, 0.999, 0.9995, 0.9999, 1.0)
 
 
 def percentile(ordered: list[int], q: float) -> float:

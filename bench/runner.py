@@ -1,4 +1,4 @@
-"""``python -m bench``: every benchmark side by side in one run, a table, and a JSON record.
+"""``python -m bench``: every benchmark side by side in one run, tables, a JSON record and plots.
 
 Each job runs a fresh server process pinned to one CPU and a load generator process
 (:mod:`bench.loadgen`) pinned to another. Repetitions interleave the peers, so slow drift
@@ -29,10 +29,12 @@ from types import FrameType
 from typing import Any
 
 from conformance.serverproc import ServerFailed
+from protocol.options import int_within, positive_int, seconds
 
 from . import codec
-from .loadgen import Job
+from .loadgen import CDF_QUANTILES, Job
 from .peers import CHAT_SERVERS, PEERS, Peer
+from .wire import STAMP_DIGITS
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ("codec", "fanout", "latency", "scale")
@@ -66,9 +68,11 @@ class Settings:
     peers: list[str] = field(default_factory=lambda: list(PEERS))
     servers: dict[str, str] = field(default_factory=dict)  # more chat servers: name -> command
     sections: list[str] = field(default_factory=lambda: list(SECTIONS))
+    quick: bool = False  # a smoke run: its figures measure nothing
 
 
 QUICK: dict[str, Any] = {
+    "quick": True,
     "runs": 1,
     "subscribers": 10,
     "messages": 300,
@@ -232,10 +236,16 @@ class Bench:
                 key: _median(r.get("percentiles_ms", {}).get(key, float("nan")) for r in results)
                 for key in PERCENTILE_KEYS
             }
+            cdfs = [r["cdf_ms"] for r in results if len(r.get("cdf_ms", ())) == len(CDF_QUANTILES)]
             summary.setdefault(name, {})[label] = {
                 "messages_per_second": results[0]["rate"],
                 "deliveries_per_second": results[0]["rate"] * s.subscribers,
                 "percentiles_ms": percentiles,
+                # Quantile by quantile, the median of the runs, as the percentiles are.
+                "cdf": {
+                    "quantiles": list(CDF_QUANTILES),
+                    "ms": [_median(column) for column in zip(*cdfs, strict=True)] if cdfs else [],
+                },
                 "accounted": all(r.get("accounted") for r in results),
                 **{key: _median(r.get(key, float("nan")) for r in results) for key in CPU_KEYS},
                 "runs": results,
@@ -383,8 +393,14 @@ def targets(results: dict[str, Any], settings: Settings) -> list[dict[str, Any]]
 
 # --- output -------------------------------------------------------------------------------------
 
+SMOKE_WARNING = (
+    "SMOKE RUN (--quick): every job ran, on sizes far too small to measure anything;"
+    " the figures, ratios and targets below are noise"
+)
 
-def _si(value: float) -> str:
+
+def si(value: float) -> str:
+    """``value`` with an SI suffix, as the tables and the plots show rates; ``-`` if not finite."""
     if not math.isfinite(value):
         return "-"
     for scale, suffix in ((1e6, " M"), (1e3, " k")):
@@ -431,6 +447,8 @@ def report(results: dict[str, Any]) -> str:
         f"{env['cpu']} x{env['cpus']}, Python {env['python']}, server on CPU {env['server_cpu']}, "
         f"generator on CPU {env['generator_cpu']}, load average {results['load_before'][0]:.2f} at start"
     ]
+    if s.get("quick"):
+        out.append(SMOKE_WARNING)
     out += [f"skipped {name}: {reason}" for name, reason in results.get("skipped", {}).items()]
     if "codec" in results:
         out.append("\nCodec: ns per frame (a relayed 64-byte text), median")
@@ -459,7 +477,7 @@ def report(results: dict[str, Any]) -> str:
             _table(
                 [
                     ("peer", lambda r: r["peer"]),
-                    ("deliveries/s", lambda r: _si(r["deliveries_per_second"])),
+                    ("deliveries/s", lambda r: si(r["deliveries_per_second"])),
                     ("vs redis", lambda r: _ratio(r["deliveries_per_second"], redis)),
                     ("vs baseline", lambda r: _ratio(r["deliveries_per_second"], baseline)),
                     ("messages", lambda r: "/".join(str(m) for m in r["messages"])),
@@ -480,7 +498,7 @@ def report(results: dict[str, Any]) -> str:
                     ("peer", lambda r: r["peer"]),
                     ("load", lambda r: r["load"]),
                     ("msg/s", lambda r: f"{r['messages_per_second']:,.0f}"),
-                    ("deliveries/s", lambda r: _si(r["deliveries_per_second"])),
+                    ("deliveries/s", lambda r: si(r["deliveries_per_second"])),
                     *[(key, lambda r, key=key: f"{r['percentiles_ms'][key]:.2f}") for key in PERCENTILE_KEYS],
                     *CPU_COLUMNS,
                 ],
@@ -500,8 +518,8 @@ def report(results: dict[str, Any]) -> str:
                     ("server", lambda r: r["server"]),
                     ("clients", lambda r: f"{r['clients']:,}"),
                     ("all joined s", lambda r: f"{r['join_seconds']:.1f}"),
-                    ("joined notices", lambda r: _si(r["notices"])),
-                    ("notices/s", lambda r: _si(r["notices"] / r["storm_seconds"])),
+                    ("joined notices", lambda r: si(r["notices"])),
+                    ("notices/s", lambda r: si(r["notices"] / r["storm_seconds"])),
                     ("RSS KiB/client", lambda r: f"{r['rss_per_client_kib']:.1f}"),
                     ("peak RSS MiB", lambda r: f"{r['rss_peak_kib'] / 1024:.0f}"),
                     ("fan-out ms", lambda r: f"{r['fanout_seconds'] * 1000:.0f}"),
@@ -519,14 +537,14 @@ def report(results: dict[str, Any]) -> str:
             if "clients" not in r
         ]
     if results.get("targets"):
-        out.append("\nTargets")
+        out.append("\nTargets" + (" (smoke run: not meaningful)" if s.get("quick") else ""))
         out.append(
             _table(
                 [
                     ("target", lambda t: t["target"]),
                     ("subject", lambda t: t["subject"]),
                     ("measured", lambda t: f"{t['value']:.2f}"),
-                    ("", lambda t: "met" if t["met"] else "NOT MET"),
+                    ("result", lambda t: "met" if t["met"] else "NOT MET"),
                     ("note", lambda t: t["note"]),
                 ],
                 results["targets"],
@@ -535,9 +553,41 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", "--smoke", action="store_true", help="a smoke run: tiny sizes, about 20 s")
+EPILOG = """\
+examples:
+  python -m bench                   everything, about 2.5 minutes (BENCHMARKS.md says how it measures)
+  python -m bench --quick           a smoke run: checks that every job works, measures nothing
+  python -m bench --only fanout,latency --peers impl_select,impl_asyncio
+  python -m bench --server 'mine=./myserver --port {port}' --only fanout
+
+output: the tables on stdout, the results in --json, and beside that file one PNG per job
+(bench-results-fanout.png: deliveries/s per peer; bench-results-latency.png: the latency
+distributions) when matplotlib is installed (pip install -e '.[bench]').
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m bench``."""
+    full, quick = Settings(), Settings(**QUICK)
+
+    def default(name: str) -> str:
+        return f"default {getattr(full, name)}, --quick {getattr(quick, name)}"
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=(
+            "Every benchmark side by side in one run: this project's servers, Redis pub/sub and\n"
+            "a tutorial baseline, through one load generator. Run it from the repository root."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick",
+        "--smoke",
+        action="store_true",
+        help="a smoke run: tiny sizes, about 10 s, measures nothing",
+    )
     parser.add_argument(
         "--json", default="bench-results.json", help="where to write the results (default %(default)s)"
     )
@@ -550,18 +600,59 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
         metavar="NAME=COMMAND",
         help="also measure this chat server, started by COMMAND with {host} and {port} (repeatable)",
     )
-    parser.add_argument("--runs", type=int, help="repetitions per peer (fresh server each)")
-    parser.add_argument("--subscribers", type=int)
-    parser.add_argument("--publishers", type=int)
-    parser.add_argument("--messages", type=int, help="fan-out messages per publisher and round")
-    parser.add_argument("--size", type=int, help="message text bytes")
-    parser.add_argument("--clients", type=int, dest="scale_clients", help="clients of the scale benchmark")
-    parser.add_argument("--duration", type=float, help="seconds measured per latency run")
+    parser.add_argument(
+        "--runs",
+        type=positive_int,
+        metavar="N",
+        help=f"repetitions per peer, a fresh server each ({default('runs')})",
+    )
+    parser.add_argument(
+        "--subscribers",
+        type=positive_int,
+        metavar="N",
+        help=f"receiving clients in the fan-out and latency jobs ({default('subscribers')})",
+    )
+    parser.add_argument(
+        "--publishers",
+        type=positive_int,
+        metavar="N",
+        help=f"sending clients in the fan-out and latency jobs ({default('publishers')})",
+    )
+    parser.add_argument(
+        "--messages",
+        type=positive_int,
+        metavar="N",
+        help=f"at most this many fan-out messages per publisher and round ({default('messages')})",
+    )
+    parser.add_argument(
+        "--size",
+        type=int_within(STAMP_DIGITS),
+        metavar="BYTES",
+        help=f"message text bytes, at least {STAMP_DIGITS} for the send time ({default('size')})",
+    )
+    parser.add_argument(
+        "--clients",
+        type=int_within(2),
+        metavar="N",
+        dest="scale_clients",
+        help=f"clients of the scale job, at least 2 ({default('scale_clients')})",
+    )
+    parser.add_argument(
+        "--duration",
+        type=seconds,
+        metavar="SECONDS",
+        help=f"seconds measured per latency run ({default('duration')})",
+    )
     parser.add_argument(
         "--realtime",
         action="store_true",
         help="run latency jobs under SCHED_FIFO (Linux, root), so that other processes cannot delay them",
     )
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
+    parser = build_parser()
     args = parser.parse_args(argv)
     settings = Settings(**QUICK) if args.quick else Settings()
     for name in ("runs", "subscribers", "publishers", "messages", "size", "scale_clients", "duration"):
@@ -607,6 +698,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     results["seconds"] = time.monotonic() - started
     print(report(results))
-    Path(args.json).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    print(f"\nresults written to {args.json} ({results['seconds']:.0f} s)")
+    output = Path(args.json)
+    output.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    print(f"\nresults written to {output} ({results['seconds']:.0f} s)")
+    try:
+        from . import plots  # noqa: PLC0415 (matplotlib is the optional bench extra)
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] != "matplotlib":
+            raise
+        print(f"no plots: {exc.name} is not installed (pip install -e '.[bench]')", file=sys.stderr)
+    else:
+        for path in plots.write(results, output):
+            print(f"plot written to {path}")
     return 0

@@ -13,16 +13,20 @@ import sys
 from collections.abc import Sequence
 
 from protocol import get_codec
-from protocol.constants import DEFAULT_CODEC, CodecName
+from protocol.constants import DEFAULT_CLIENT_TIMEOUT, DEFAULT_CODEC, CodecName
+from protocol.options import port_number, seconds
 
-from .link import CannotConnect
+from .link import CannotConnect, NoAnswer
 from .session import ExitStatus
 
 EPILOG = """\
 modes:
-  on a terminal: interactive; /who, /ping, /quit, /help; Ctrl-D or Ctrl-C leave
-  otherwise (pipe mode): each line of stdin is said; what arrives goes to stdout, errors to
-  stderr; at the end of input the client waits until the server has every line, then leaves
+  on a terminal: interactive; /who, /ping, /quit, /help; Ctrl-D or Ctrl-C leave; a refused
+  name is asked for again (with no connection open, so the server cannot time it out)
+  otherwise (pipe mode): each line of stdin is said, blank lines excepted; what happens in
+  the room (messages, joins, departures) goes to stdout, this client's status (connected,
+  shutdown) and errors to stderr; at the end of input the client waits until the server has
+  every line, then leaves
 
 exit status:
     0  you left (/quit, Ctrl-D, Ctrl-C, or the end of piped input)
@@ -31,16 +35,10 @@ exit status:
     3  the server refused the name (pipe mode; interactive mode asks for another)
     4  the server shut down
     5  the server sent a fatal error or broke the protocol
+    6  the server did not answer within --timeout (connect, welcome, the final ping)
   130  interrupted before joining
   141  the output was closed (pipe mode)
 """
-
-
-def _port(text: str) -> int:
-    port = int(text)
-    if not 0 < port < 65536:
-        raise argparse.ArgumentTypeError("must be within 1..65535")
-    return port
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -51,13 +49,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="server address (default %(default)s)")
-    parser.add_argument("--port", type=_port, required=True, help="server port")
+    parser.add_argument("--port", type=port_number, required=True, help="server port, 1..65535")
     parser.add_argument("--name", help="your name in the room (asked for if omitted on a terminal)")
     parser.add_argument(
         "--codec",
         choices=[c.value for c in CodecName],
         default=DEFAULT_CODEC.value,
         help="payload codec; must match the server's (default %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=seconds,
+        default=DEFAULT_CLIENT_TIMEOUT,
+        metavar="SECONDS",
+        help="how long to wait for the connection, the welcome and (pipe mode) the answer to the"
+        " final ping (default %(default)g)",
     )
     args = parser.parse_args(argv)
     args.interactive = sys.stdin.isatty() and sys.stdout.isatty()
@@ -74,14 +80,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Imported here: pipe mode has no need of prompt_toolkit.
             from .interactive import run_interactive  # noqa: PLC0415
 
-            status = asyncio.run(run_interactive(args.host, args.port, args.name, codec))
+            status = asyncio.run(run_interactive(args.host, args.port, args.name, codec, args.timeout))
         else:
             from .pipe import run_pipe  # noqa: PLC0415
 
-            status = asyncio.run(run_pipe(args.host, args.port, args.name, codec))
+            status = asyncio.run(run_pipe(args.host, args.port, args.name, codec, args.timeout))
     except CannotConnect as exc:
         print(exc, file=sys.stderr)
         return ExitStatus.CANNOT_CONNECT
+    except NoAnswer as exc:
+        print(f"{exc}: is it a chat wire protocol server? (--timeout sets the wait)", file=sys.stderr)
+        return ExitStatus.TIMED_OUT
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

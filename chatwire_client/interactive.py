@@ -2,6 +2,10 @@
 
 Received lines are printed above the prompt while the user types, so incoming messages never
 garble a half-typed line. Ctrl-D or Ctrl-C at the prompt, or /quit, leave cleanly.
+
+A name is always asked for with no connection open: after a refusal the client leaves, asks
+for another name, then connects again, so the server's hello timeout (§7.4) cannot expire
+while the user is typing.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from prompt_toolkit.styles import Style as PromptStyle
 
 from protocol import Codec
 
-from .link import Link, endpoint
+from .link import Link
 from .session import ChatSession, ExitStatus, Line, Style, visible
 
 STYLE = PromptStyle.from_dict(
@@ -24,6 +28,7 @@ STYLE = PromptStyle.from_dict(
         Style.CHAT.value: "",
         Style.OWN.value: "ansibrightblack",
         Style.NOTICE.value: "ansicyan",
+        Style.STATUS.value: "ansicyan bold",
         Style.ERROR.value: "ansired bold",
         "prompt": "ansigreen bold",
     }
@@ -45,8 +50,12 @@ async def ask_name(prompt: PromptSession[str], question: str) -> str | None:
             return name
 
 
-async def run_interactive(host: str, port: int, name: str | None, codec: Codec) -> ExitStatus:
-    """Join (asking for another name while the server refuses one), then chat until the end."""
+async def run_interactive(host: str, port: int, name: str | None, codec: Codec, timeout: float) -> ExitStatus:
+    """Join (asking for another name while the server refuses one), then chat until the end.
+
+    Raises :class:`~chatwire_client.link.NoAnswer` if connecting or the welcome takes longer
+    than ``timeout`` seconds.
+    """
     # Each typed line is erased when entered: the session's echo (or a command's output) replaces it.
     prompt: PromptSession[str] = PromptSession(style=STYLE, erase_when_done=True)
     with patch_stdout():
@@ -54,40 +63,34 @@ async def run_interactive(host: str, port: int, name: str | None, codec: Codec) 
             name = await ask_name(prompt, "your name: ")
         while name is not None:
             session = ChatSession(codec, echo=True)
-            link = await Link.open(host, port, session, show)
+            link = await Link.open(host, port, session, show, timeout)
             receiving = asyncio.create_task(link.run())
             try:
-                name = await join(prompt, link, session, name)
-                if session.joined:
-                    await chat(prompt, link, session)
-                    return session.status or ExitStatus.OK
-                if name is None:
-                    return ExitStatus.OK
-                if session.refusal is None or session.status is ExitStatus.SERVER_SHUTDOWN:
-                    return session.status or ExitStatus.CONNECTION_LOST
-                # The server gave up waiting (hello timeout) while a new name was being typed.
-                show(Line(Style.NOTICE, f"* reconnecting to {visible(endpoint(host, port))}"))
+                status = await _attempt(prompt, link, session, name, timeout)
+                if status is not None:
+                    return status
             finally:
                 session.quit()
                 await link.close()
                 receiving.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await receiving
+            name = await ask_name(prompt, "try another name: ")
     return ExitStatus.OK
 
 
-async def join(prompt: PromptSession[str], link: Link, session: ChatSession, name: str) -> str | None:
-    """Send hello, asking for another name while refused; the last name tried, or ``None`` if the
-    user gave up. Returns early if the session ends."""
-    while True:
-        await link.send(session.hello(name))
-        await link.until(lambda: session.hello_answered)
-        if session.refusal is None:
-            return name
-        new_name = await ask_name(prompt, "try another name: ")
-        if new_name is None or session.finished:
-            return new_name
-        name = new_name
+async def _attempt(
+    prompt: PromptSession[str], link: Link, session: ChatSession, name: str, timeout: float
+) -> ExitStatus | None:
+    """Join as ``name`` and chat: the exit status, or ``None`` if the name was refused."""
+    await link.send(session.hello(name))
+    await link.expect(lambda: session.hello_answered, timeout, "welcome")
+    if session.joined:
+        await chat(prompt, link, session)
+        return session.status or ExitStatus.OK
+    if session.refusal is None:  # the session ended: shutdown, an error, a lost connection
+        return session.status or ExitStatus.CONNECTION_LOST
+    return None
 
 
 async def chat(prompt: PromptSession[str], link: Link, session: ChatSession) -> None:

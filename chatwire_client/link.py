@@ -17,7 +17,6 @@ from protocol.constants import CLOSE_LINGER
 
 from .session import ChatSession, Line
 
-CONNECT_TIMEOUT = 10.0
 _READ_SIZE = 1 << 16
 
 
@@ -30,6 +29,10 @@ class CannotConnect(Exception):
     """No TCP connection to the server could be made; the message says why."""
 
 
+class NoAnswer(Exception):
+    """The server did not answer in time (connect, welcome, a pong); the message says what."""
+
+
 class Link:
     """One connection: call :meth:`run` as a task, :meth:`send` freely, :meth:`close` once."""
 
@@ -39,31 +42,37 @@ class Link:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         show: Callable[[Line], None],
+        endpoint: str = "the server",
     ) -> None:
         self.session = session
         self.show = show
+        self.endpoint = endpoint
         self._reader = reader
         self._writer = writer
         self._changed = asyncio.Condition()
         self._ended = False  # the server's end of stream (or a socket error) was read
 
     @classmethod
-    async def open(cls, host: str, port: int, session: ChatSession, show: Callable[[Line], None]) -> Link:
-        """Connect to ``host:port``; raises :class:`CannotConnect`."""
+    async def open(
+        cls, host: str, port: int, session: ChatSession, show: Callable[[Line], None], timeout: float
+    ) -> Link:
+        """Connect to ``host:port`` within ``timeout`` seconds; raises :class:`CannotConnect`, or
+        :class:`NoAnswer` when the time runs out (a filtered port, an unreachable host)."""
+        where = endpoint(host, port)
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
         except TimeoutError:
-            raise CannotConnect(f"cannot connect to {endpoint(host, port)}: timed out") from None
+            raise NoAnswer(f"cannot connect to {where}: no answer within {timeout:g} s") from None
         except OSError as exc:
             # asyncio words a refused connection "Connect call failed ('127.0.0.1', 1)"; the errno says why.
             # (getaddrinfo errors have negative numbers and their own strerror.)
             reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or str(exc)
-            raise CannotConnect(f"cannot connect to {endpoint(host, port)}: {reason}") from None
+            raise CannotConnect(f"cannot connect to {where}: {reason}") from None
         sock = writer.get_extra_info("socket")
         if sock is not None:
             # Chat lines are small and latency is what people notice (and what /ping shows).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(session, reader, writer, show)
+        return cls(session, reader, writer, show, where)
 
     async def run(self) -> None:
         """Read until the server's end of stream, showing what the session makes of it."""
@@ -88,6 +97,15 @@ class Link:
         """Wait until ``predicate()`` holds or the server's stream has ended."""
         async with self._changed:
             await self._changed.wait_for(lambda: self._ended or predicate())
+
+    async def expect(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        """:meth:`until`, within ``timeout`` seconds; raises :class:`NoAnswer` naming ``what``
+        was awaited when the time runs out."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self.until(predicate)
+        except TimeoutError:
+            raise NoAnswer(f"no {what} from {self.endpoint} within {timeout:g} s") from None
 
     async def send(self, data: bytes) -> None:
         if not data or self._writer.is_closing():

@@ -1,8 +1,10 @@
 """Pipe mode: stdin is not a terminal, so every line read is said, and what arrives is printed.
 
-At the end of input the client pings and waits for the pong (a barrier: the server has then
-processed every say before it), then closes cleanly. Received lines go to stdout, errors
-to stderr, one per line and unstyled, so the client can be scripted.
+Blank lines (empty, or only whitespace) are not said. At the end of input the client pings
+and waits for the pong (a barrier: the server has then processed every say before it), then
+closes cleanly. What happens in the room (messages, joins, departures) goes to stdout; this
+client's own status (connected, shutdown) and errors go to stderr; one per line, unstyled,
+so the client can be scripted.
 """
 
 from __future__ import annotations
@@ -19,15 +21,18 @@ from typing import TextIO
 from protocol import Codec
 
 from .link import Link
-from .session import ChatSession, ExitStatus, Line, Style
+from .session import ChatSession, ExitStatus, Line, Style, blank
 
 # A line longer than max_frame cannot be sent, so it is dropped instead of buffered whole.
 _TOO_LONG = object()
 _QUEUE_DEPTH = 64
 
 
+_STDOUT_STYLES = frozenset({Style.CHAT, Style.NOTICE})
+
+
 def _print(line: Line) -> None:
-    stream: TextIO = sys.stderr if line.style is Style.ERROR else sys.stdout
+    stream: TextIO = sys.stdout if line.style in _STDOUT_STYLES else sys.stderr
     stream.write(line.text + "\n")
     stream.flush()
 
@@ -74,14 +79,18 @@ def _split_lines(fd: int, limit: int, put: Callable[[object], None]) -> None:
     put(None)
 
 
-async def run_pipe(host: str, port: int, name: str, codec: Codec) -> ExitStatus:
-    """Join as ``name``, say every line of stdin, wait for the barrier, leave."""
+async def run_pipe(host: str, port: int, name: str, codec: Codec, timeout: float) -> ExitStatus:
+    """Join as ``name``, say every line of stdin, wait for the barrier, leave.
+
+    Raises :class:`~chatwire_client.link.NoAnswer` if the connection, the welcome or the
+    barrier's pong takes longer than ``timeout`` seconds.
+    """
     session = ChatSession(codec)
-    link = await Link.open(host, port, session, _print)
+    link = await Link.open(host, port, session, _print, timeout)
     receiving = asyncio.create_task(link.run())
     try:
         await link.send(session.hello(name))
-        await link.until(lambda: session.hello_answered)
+        await link.expect(lambda: session.hello_answered, timeout, "welcome")
         if session.refusal is not None:
             return ExitStatus.NAME_REFUSED
         if not session.joined:
@@ -89,7 +98,9 @@ async def run_pipe(host: str, port: int, name: str, codec: Codec) -> ExitStatus:
         await _say_stdin(link, session)
         if not session.finished:
             await link.send(session.barrier())
-            await link.until(lambda: session.barrier_passed or session.finished)
+            await link.expect(
+                lambda: session.barrier_passed or session.finished, timeout, "answer to the final ping"
+            )
         return session.status or ExitStatus.OK
     finally:
         session.quit()  # from here on, the server's end of stream is expected
@@ -120,7 +131,10 @@ async def _say_stdin(link: Link, session: ChatSession) -> None:
                 _print(Line(Style.ERROR, f"line {number} not sent: {too_long}"))
                 continue
             assert isinstance(item, bytes)
-            step = session.say(item.decode("utf-8", errors="replace"))
+            text = item.decode("utf-8", errors="replace")
+            if blank(text):
+                continue
+            step = session.say(text)
             for line in step.lines:
                 _print(Line(line.style, f"line {number} {line.text}"))
             await link.send(step.send)

@@ -37,8 +37,9 @@ from protocol import (
     State,
     Welcome,
     Who,
+    encode_message,
 )
-from protocol.constants import PROTOCOL_VERSION
+from protocol.constants import HEADER_SIZE, PROTOCOL_VERSION
 
 
 class ExitStatus(IntEnum):
@@ -50,14 +51,17 @@ class ExitStatus(IntEnum):
     NAME_REFUSED = 3  #: pipe mode: the server refused the name
     SERVER_SHUTDOWN = 4  #: the server announced its shutdown
     PROTOCOL_ERROR = 5  #: the server sent a fatal error, or broke the protocol
+    TIMED_OUT = 6  #: the server did not answer in time (connect, welcome, the final pong)
 
 
 class Style(Enum):
-    """How a line is shown; the interactive front end maps each to a colour."""
+    """How a line is shown: the interactive front end maps each to a colour; pipe mode prints
+    what happens in the room (CHAT, NOTICE) on stdout and the rest on stderr."""
 
     CHAT = "chat"  #: someone else's message
-    OWN = "own"  #: the echo of what this user said
-    NOTICE = "notice"  #: joins, departures, roster, pong, welcome, help
+    OWN = "own"  #: the echo of what this user said, once the server has taken it
+    NOTICE = "notice"  #: what happens in the room: joins, departures, roster, pong, help
+    STATUS = "status"  #: this client's own connection: welcome, shutdown
     ERROR = "error"  #: refusals, errors, disconnection
 
 
@@ -100,6 +104,16 @@ def _here(count: int) -> str:
     return f"{count} here"
 
 
+def blank(text: str) -> bool:
+    """Whether a typed or piped line is empty or only whitespace: the front ends say nothing then."""
+    return not text.strip()
+
+
+def _preview(text: str, limit: int = 40) -> str:
+    shown = visible(text)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
 _DEPARTURES = {
     "quit": "left",
     "connection_lost": "lost their connection",
@@ -134,6 +148,8 @@ class ChatSession:
         self.barrier_passed = False
         self._tokens = itertools.count(1)
         self._pings: dict[str, float] = {}
+        # Echoes waiting for the pong that follows their say, oldest first: (text, line).
+        self._echoes: dict[str, tuple[str, Line]] = {}
         self._barrier: str | None = None
         # Set once nothing more from the server can matter: after shutdown, a fatal error,
         # end of stream, or a violation by the server. A /quit does not set it: messages
@@ -165,7 +181,7 @@ class ChatSession:
         if text.startswith("//"):
             return self.say(text[1:])
         if not text.startswith("/"):
-            return self.say(text) if text else Step()
+            return Step() if blank(text) else self.say(text)
         word = text.split(maxsplit=1)[0].lower()
         if word == "/who":
             return self._send(Who())
@@ -181,12 +197,33 @@ class ChatSession:
         return Step(lines=(Line(Style.ERROR, f"unknown command {visible(word)}; /help lists them"),))
 
     def say(self, text: str) -> Step:
-        """Say ``text`` to the room, exactly as given."""
+        """Say ``text`` to the room, exactly as given.
+
+        Refused here, with nothing sent, if the server could not relay it: the ``message``
+        carrying it (with this member's name and host) would exceed the server's max_frame
+        (§8.4). With ``echo``, a ping follows the say and the echo is shown on its pong,
+        unless the server refused the say before it (it answers in order, §11).
+        """
+        if self.welcome is not None and self._relayed_size(text) > self.welcome.max_frame:
+            return Step(lines=(Line(Style.ERROR, f"not sent: {self._too_long()}"),))
         step = self._send(Say(text))
         if self.echo and step.send and self.welcome is not None:
             me = address(self.welcome.name, self.welcome.host)
-            return Step(step.send, (Line(Style.OWN, f"{me}: {visible(text)}"),))
+            token = f"echo-{next(self._tokens)}"
+            self._echoes[token] = (text, Line(Style.OWN, f"{me}: {visible(text)}"))
+            return Step(step.send + self.connection.send(Ping(token)))
         return step
+
+    def _too_long(self) -> str:
+        return f"too long for this server (at most {self.connection.send_limit} bytes per frame)"
+
+    def _relayed_size(self, text: str) -> int:
+        assert self.welcome is not None
+        relayed = Relayed(self.welcome.name, self.welcome.host, text)
+        try:
+            return len(encode_message(self.connection.codec, relayed)) - HEADER_SIZE
+        except LocalProtocolError:
+            return 0  # not encodable at all: sending the say says why
 
     def barrier(self) -> bytes:
         """A ping whose pong sets :attr:`barrier_passed`: everything sent before it was processed."""
@@ -202,10 +239,7 @@ class ChatSession:
         try:
             return Step(self.connection.send(message))
         except LocalProtocolError as exc:
-            if exc.code is ErrorCode.FRAME_TOO_LARGE:
-                reason = f"too long for this server (at most {self.connection.send_limit} bytes per frame)"
-            else:
-                reason = exc.message
+            reason = self._too_long() if exc.code is ErrorCode.FRAME_TOO_LARGE else exc.message
             return Step(lines=(Line(Style.ERROR, f"not sent: {reason}"),))
 
     # --- server side ---------------------------------------------------------------------
@@ -270,7 +304,7 @@ class ChatSession:
             return self._on_error(event)
         if isinstance(event, Shutdown):
             return self._end(
-                ExitStatus.SERVER_SHUTDOWN, f"* server shutdown: {visible(event.reason)}", Style.NOTICE
+                ExitStatus.SERVER_SHUTDOWN, f"* server shutdown: {visible(event.reason)}", Style.STATUS
             )
         if isinstance(event, Welcome):
             return self._on_welcome(event)
@@ -282,7 +316,7 @@ class ChatSession:
             return self._end(ExitStatus.PROTOCOL_ERROR, f"the server speaks protocol {welcome.proto}, not 1")
         self.welcome = welcome
         return Line(
-            Style.NOTICE,
+            Style.STATUS,
             f"* connected as {address(welcome.name, welcome.host)} — {_here(welcome.clients)}; "
             f"server {visible(welcome.server)}",
         )
@@ -294,12 +328,18 @@ class ChatSession:
         if self.connection.state is State.AWAIT_HELLO:
             self.refusal = error
             return Line(Style.ERROR, f"name refused: {text}")
+        if error.code == ErrorCode.TEXT_TOO_LONG and self._echoes:
+            # The oldest say still unconfirmed is the one refused; its pong will show nothing.
+            said, _ = self._echoes.pop(next(iter(self._echoes)))
+            return Line(Style.ERROR, f"not relayed ({text}): {_preview(said)}")
         return Line(Style.ERROR, f"error from the server: {text}")
 
     def _on_pong(self, pong: Pong) -> Line | None:
         if pong.token == self._barrier:
             self.barrier_passed = True
             return None
+        if pong.token in self._echoes:
+            return self._echoes.pop(pong.token)[1]
         sent = self._pings.pop(pong.token, None)
         if sent is None:
             return None  # not ours to show

@@ -21,6 +21,8 @@ from typing import TextIO
 
 import pytest
 
+from protocol.options import number_within, port_number
+
 from . import cases
 from .differential import differential_main
 from .plugin import ConformancePlugin, RunOptions
@@ -36,6 +38,9 @@ from .report import (
     write_junit,
 )
 from .serverproc import BUNDLED, ServerFailed, ServerProcess
+
+#: ``--timeout-scale`` beyond this would turn a failing case into an hour-long wait.
+MAX_TIMEOUT_SCALE = 100.0
 
 CODECS = ("msgpack", "pickle")
 
@@ -69,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument(
         "--target",
+        type=_parse_target,
         metavar="HOST:PORT",
         help="an already running server (restarts, signals, configured limits and memory checks are skipped)",
     )
@@ -90,10 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--timeout-scale",
-        type=float,
+        type=number_within(MAX_TIMEOUT_SCALE),
         default=1.0,
         metavar="FLOAT",
-        help="multiply every timeout (slow machines)",
+        help=f"multiply every timeout (slow machines); greater than 0, at most {MAX_TIMEOUT_SCALE:g}",
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address started servers listen on (default %(default)s)"
@@ -143,8 +149,12 @@ def _default_name(template: str) -> str:
 def _parse_target(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"--target wants HOST:PORT, not {text!r}")
-    return host.strip("[]"), int(port)
+        raise argparse.ArgumentTypeError(f"must be HOST:PORT, not {text!r}")
+    try:
+        number = port_number(port)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"the port {exc}") from None
+    return host.strip("[]"), number
 
 
 def run_suite(options: RunOptions) -> tuple[RunResult, list[str]]:
@@ -226,7 +236,7 @@ def _runs(args: argparse.Namespace, out: TextIO) -> list[RunOptions]:
         "out": out,
     }
     if args.target:
-        target = _parse_target(args.target)
+        target = args.target
         name = args.name or f"{target[0]}:{target[1]}"
         return [RunOptions(name=name, codec=args.codec or "msgpack", target=target, **common)]
     if args.server_cmd:

@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from protocol.options import positive_int, seconds
+
 from . import TARGET_NAMES
 
 #: Seconds one input may take before libFuzzer calls it a finding (a denial of service).
@@ -41,8 +43,8 @@ def _arguments(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("target", choices=[*TARGET_NAMES, "all"])
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--runs", type=int, help="inputs to run (seeds included)")
-    budget.add_argument("--seconds", type=float, help="time to run, per target")
+    budget.add_argument("--runs", type=positive_int, help="inputs to run (seeds included)")
+    budget.add_argument("--seconds", type=seconds, help="time to run, per target")
     parser.add_argument(
         "--engine",
         choices=["atheris", "hypothesis"],

@@ -32,9 +32,24 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"msgpack ext type {code} is not allowed")
 
 
-# A msgpack payload made by a pickle encoder: PROTO opcode 0x80 then protocol 2..5. As msgpack
-# that is an empty map followed by extra bytes, so the hint below makes the likely cause plain.
+# A payload made by the other codec (§4.1): each decoder names the likely cause when it fails.
+# A pickle of protocol 2..5 starts with the PROTO opcode 80 and its protocol; as msgpack that
+# is an empty map followed by extra bytes.
 _PICKLE_PREFIXES = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+# A msgpack message is a non-empty map: fixmap 81..8f, map 16 (de) or map 32 (df). To pickle,
+# 81..8f are protocol 2 opcodes that no pickle of a map starts with, de and df no opcodes.
+_MSGPACK_MAP_STARTS = frozenset(range(0x81, 0x90)) | {0xDE, 0xDF}
+
+
+def looks_like_pickle(payload: bytes) -> bool:
+    """Whether ``payload`` starts as a pickle of protocol 2 to 5 does (§4.1)."""
+    return bytes(payload[:2]) in _PICKLE_PREFIXES
+
+
+def looks_like_msgpack(payload: bytes) -> bool:
+    """Whether ``payload`` starts as a msgpack message (a non-empty map) does (§4.1)."""
+    return len(payload) > 0 and payload[0] in _MSGPACK_MAP_STARTS
+
 
 _SCALARS = (str, int, float, bool, type(None), bytes)
 #: The octet ff as an int: ``int in bytes`` is a plain memchr.
@@ -92,7 +107,7 @@ class MsgpackCodec:
         except Exception as exc:
             # msgpack raises ValueError subclasses, UnicodeDecodeError, TypeError (unhashable keys), ...
             hint = " (the payload looks like pickle: is the peer using the pickle codec?)"
-            if bytes(payload[:2]) not in _PICKLE_PREFIXES:
+            if not looks_like_pickle(payload):
                 hint = ""
             raise RemoteProtocolError(
                 ErrorCode.BAD_PAYLOAD, f"not a msgpack value: {str(exc) or type(exc).__name__}{hint}"
@@ -254,7 +269,11 @@ class PickleCodec:
         except Exception as exc:
             # UnpicklingError, EOFError, ValueError, UnicodeDecodeError, MemoryError on absurd
             # LONG4 lengths, ... : every one is the peer's bad payload.
-            raise RemoteProtocolError(ErrorCode.BAD_PAYLOAD, f"not an acceptable pickle: {exc}") from None
+            hint = " (the payload looks like msgpack: is the peer using the msgpack codec?)"
+            if not looks_like_msgpack(payload):
+                hint = ""
+            message = f"not an acceptable pickle: {exc}{hint}"
+            raise RemoteProtocolError(ErrorCode.BAD_PAYLOAD, message) from None
         if stream.tell() != len(payload):
             raise RemoteProtocolError(ErrorCode.BAD_PAYLOAD, "bytes after the pickle's STOP opcode")
         return value

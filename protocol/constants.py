@@ -31,6 +31,16 @@ CLOSE_LINGER: Final = 2.0
 #: Seconds a stopping server spends flushing shutdown notices (§12).
 SHUTDOWN_FLUSH_TIMEOUT: Final = 2.0
 
+#: The largest TCP port number; command lines refuse larger ones rather than wrap them.
+MAX_PORT: Final = 65535
+#: The longest timeout any command line accepts, in seconds (a day). Event loops wait in
+#: milliseconds held in a C int, about 24.8 days at most; longer waits overflow.
+MAX_TIMEOUT: Final = 86_400.0
+
+#: Seconds the bundled client waits to connect and for each answer it needs (welcome, the
+#: pong that ends pipe mode), unless its --timeout says otherwise.
+DEFAULT_CLIENT_TIMEOUT: Final = 10.0
+
 #: Name length bounds in code points (§6).
 NAME_MIN_LENGTH: Final = 1
 NAME_MAX_LENGTH: Final = 32

@@ -1,10 +1,11 @@
-"""The command line both servers share (``python -m impl_select --help``)."""
+"""The command line both servers share (``python -m impl_select --help``), and the argparse
+value types every command of the project uses for its numeric flags."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .codecs import Codec, get_codec
@@ -13,6 +14,8 @@ from .constants import (
     DEFAULT_HELLO_TIMEOUT,
     DEFAULT_MAX_FRAME,
     DEFAULT_MAX_OUTPUT_BUFFER,
+    MAX_PORT,
+    MAX_TIMEOUT,
     MAX_WIRE_LENGTH,
     MIN_MAX_FRAME,
     CodecName,
@@ -35,25 +38,56 @@ class ServerOptions:
         return get_codec(self.codec)
 
 
-def _max_frame(text: str) -> int:
-    value = int(text)
-    if not MIN_MAX_FRAME <= value <= MAX_WIRE_LENGTH:
-        raise argparse.ArgumentTypeError(f"must be within {MIN_MAX_FRAME}..{MAX_WIRE_LENGTH}")
-    return value
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}") from None
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
+def int_within(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an integer from ``low`` to ``high`` (no upper bound if ``None``).
+
+    Out-of-range values are refused, never wrapped: ``--port 99999`` is an error, not 34463.
+    """
+
+    def parse(text: str) -> int:
+        value = _integer(text)
+        if high is None and value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        if high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be within {low}..{high}, not {value}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
+def number_within(most: float) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number greater than 0 and at most ``most``.
+
+    NaN and the infinities are refused, and so is a wait longer than an event loop can make.
+    """
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+        if not 0 < value <= most:  # also false for NaN
+            raise argparse.ArgumentTypeError(f"must be greater than 0 and at most {most:g}, not {text}")
+        return value
+
+    return parse
+
+
+#: A port to connect to.
+port_number = int_within(1, MAX_PORT)
+#: A port to listen on; 0 lets the system pick a free one.
+listen_port = int_within(0, MAX_PORT)
+#: A count or a size that must be at least 1.
+positive_int = int_within(1)
+#: A duration in seconds.
+seconds = number_within(MAX_TIMEOUT)
 
 
 def parse_server_options(prog: str, description: str, argv: Sequence[str] | None = None) -> ServerOptions:
@@ -62,7 +96,10 @@ def parse_server_options(prog: str, description: str, argv: Sequence[str] | None
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--host", default=defaults.host, help="address to listen on (default %(default)s)")
     parser.add_argument(
-        "--port", type=int, default=defaults.port, help="port; 0 picks a free one (default 0)"
+        "--port",
+        type=listen_port,
+        default=defaults.port,
+        help=f"port, 0..{MAX_PORT}; 0 picks a free one (default 0)",
     )
     parser.add_argument(
         "--codec",
@@ -72,21 +109,21 @@ def parse_server_options(prog: str, description: str, argv: Sequence[str] | None
     )
     parser.add_argument(
         "--max-frame",
-        type=_max_frame,
+        type=int_within(MIN_MAX_FRAME, MAX_WIRE_LENGTH),
         default=defaults.max_frame,
-        help="largest payload in bytes (default %(default)s)",
+        help=f"largest payload in bytes, {MIN_MAX_FRAME}..{MAX_WIRE_LENGTH} (default %(default)s)",
     )
     parser.add_argument(
         "--hello-timeout",
-        type=_positive_float,
+        type=seconds,
         default=defaults.hello_timeout,
-        help="seconds a connection has to join (default %(default)s)",
+        help=f"seconds a connection has to join, at most {MAX_TIMEOUT:g} (default %(default)s)",
     )
     parser.add_argument(
         "--max-output-buffer",
-        type=_positive_int,
+        type=positive_int,
         default=defaults.max_output_buffer,
-        help="bytes queued for one client before it is cut off (default %(default)s)",
+        help="bytes queued for one client before it is cut off, at least 1 (default %(default)s)",
     )
     parser.add_argument(
         "--log-level",

@@ -10,6 +10,7 @@ import ipaddress
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from . import __version__
 from .options import ServerOptions, configure_logging, parse_server_options
@@ -88,7 +89,10 @@ def serve_main(
     argv: Sequence[str] | None = None,
 ) -> int:
     """A server's ``main()``: parse the command line, set up logging and limits, serve."""
-    options = parse_server_options(f"python -m {implementation}", description, argv)
+    # The console script's name when run as one (chatwire-select), else how -m runs it.
+    script = Path(sys.argv[0]).name
+    prog = script if script.startswith("chatwire") else f"python -m {implementation}"
+    options = parse_server_options(prog, description, argv)
     configure_logging(options)
     raise_open_file_limit()
     return run(options, make_core(options, implementation))

@@ -12,12 +12,19 @@ import random
 import shutil
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from matplotlib.patches import Rectangle
 
+from bench.loadgen import CDF_QUANTILES
+from bench.plots import fanout_figure, latency_figure
+from bench.plots import write as write_plots
+from bench.runner import QUICK, SMOKE_WARNING, Settings, build_parser, report, targets
 from bench.wire import ChatWire, DeliveryCounter, RedisWire, Wire, stamped_text
 from protocol import (
     FrameDecoder,
@@ -104,11 +111,141 @@ def test_the_quick_run_produces_every_row_with_every_delivery_accounted(tmp_path
         assert set(latency) == {"fixed", "half_peak"}
         for load in latency.values():
             assert load["accounted"], load["runs"]
+            assert len(load["cdf"]["ms"]) == len(CDF_QUANTILES)
+            assert load["cdf"]["ms"] == sorted(load["cdf"]["ms"])
     for server in ("impl_select", "impl_asyncio"):
         scale = results["scale"][server]
         assert scale["accounted"] and scale["sampled_notices_ok"], scale
     assert {row["target"].split(" ")[0] for row in results["targets"]} >= {"fan-out", "p99", "<=", "codec"}
-    assert "Targets" in finished.stdout
+    assert "Targets (smoke run: not meaningful)" in finished.stdout
+    assert finished.stdout.splitlines()[1] == SMOKE_WARNING
+    for job in ("fanout", "latency"):
+        plot = tmp_path / f"results-{job}.png"
+        assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+        assert f"plot written to {plot}" in finished.stdout
+
+
+# --- the command line, the report and the plots ------------------------------------------------
+
+
+def test_the_help_starts_with_a_sentence_and_explains_every_option() -> None:
+    parser = build_parser()
+    text = parser.format_help()
+    description = text.split("\n\n")[1]
+    assert description.startswith("Every benchmark") and "``" not in text
+    for action in parser._actions:
+        assert action.help, f"{action.option_strings} has no help"
+
+
+def _results(*, quick: bool) -> dict[str, Any]:
+    """A run's results as Bench.run() leaves them, with made-up figures."""
+    settings = Settings(**QUICK) if quick else Settings()
+
+    def fanout(rate: float, rounds: list[float], accounted: bool = True) -> dict[str, Any]:
+        cpu = dict.fromkeys(("server_cpu", "generator_cpu", "other_cpu", "interrupt_cpu"), 0.5)
+        runs = [{"rounds": [{"per_second": r} for r in rounds]}]
+        return {
+            "deliveries_per_second": rate,
+            "rounds": len(rounds),
+            "accounted": accounted,
+            "messages": [300],
+            **cpu,
+            "runs": runs,
+        }
+
+    def latency(rate: float, cdf: list[float]) -> dict[str, Any]:
+        cpu = dict.fromkeys(("server_cpu", "generator_cpu", "other_cpu", "interrupt_cpu"), 0.5)
+        return {
+            "messages_per_second": rate,
+            "deliveries_per_second": rate * 10,
+            "percentiles_ms": {"p50": cdf[49], "p99": cdf[98], "p99.9": cdf[-4], "max": cdf[-1]},
+            "cdf": {"quantiles": list(CDF_QUANTILES), "ms": cdf},
+            "accounted": True,
+            **cpu,
+            "runs": [],
+        }
+
+    ramp = [0.1 + i / 100 for i in range(len(CDF_QUANTILES))]
+    results: dict[str, Any] = {
+        "environment": {"cpu": "test cpu", "cpus": 2, "python": "3.x", "server_cpu": 0, "generator_cpu": 1},
+        "settings": asdict(settings),
+        "skipped": {},
+        "load_before": (0.5, 0.5, 0.5),
+        "fanout": {
+            "impl_select": fanout(2e6, [1.9e6, 2e6, 2.1e6]),
+            "baseline": fanout(2e5, [2e5], accounted=False),
+        },
+        "latency": {
+            "impl_select": {"fixed": latency(500, ramp), "half_peak": latency(9e4, [0.0, *ramp[1:]])},
+            "baseline": {"fixed": latency(500, [r * 2 for r in ramp])},
+        },
+    }
+    results["targets"] = targets(results, settings)
+    return results
+
+
+@pytest.mark.parametrize("quick", [True, False], ids=["quick", "full"])
+def test_the_report_heads_every_column_and_says_when_its_figures_mean_nothing(quick: bool) -> None:
+    text = report(_results(quick=quick))
+    lines = text.splitlines()
+    heading = next(i for i, line in enumerate(lines) if line.startswith("Targets"))
+    assert lines[heading] == ("Targets (smoke run: not meaningful)" if quick else "Targets")
+    header, rule, *rows = lines[heading + 1 :]
+    # Every column (a run of dashes in the rule) has a heading above it.
+    starts = [i for i, char in enumerate(rule) if char == "-" and (i == 0 or rule[i - 1] == " ")]
+    assert all(header[start] != " " for start in starts if start < len(header)), header
+    assert header.split() == ["target", "subject", "measured", "result", "note"]
+    assert rows and all(" met" in row or "NOT MET" in row for row in rows)
+    assert (SMOKE_WARNING in lines) is quick
+
+
+def _values(data: Any) -> list[float]:
+    """A line's data (an array to matplotlib's types) as plain floats."""
+    return [float(value) for value in data]
+
+
+def test_the_fanout_plot_has_a_bar_per_peer_at_its_median_and_a_dot_per_round() -> None:
+    results = _results(quick=False)
+    figure = fanout_figure(results)
+    assert figure is not None
+    (axes,) = figure.axes
+    bars = [patch for patch in axes.patches if isinstance(patch, Rectangle)]
+    assert [tick.get_text() for tick in axes.get_xticklabels()] == ["impl_select", "baseline"]
+    assert [bar.get_height() for bar in bars] == [2e6, 2e5]
+    assert [bar.get_hatch() for bar in bars] == [None, "//"]  # the baseline was not accounted
+    dots = [_values(line.get_ydata()) for line in axes.get_lines()]
+    assert dots == [[1.9e6, 2e6, 2.1e6], [2e5]]
+    assert "smoke run" not in axes.get_title()
+    smoke = fanout_figure(_results(quick=True))
+    assert smoke is not None and "smoke run" in smoke.axes[0].get_title()
+
+
+def test_the_latency_plot_draws_each_peers_distribution_for_each_load() -> None:
+    results = _results(quick=False)
+    figure = latency_figure(results)
+    assert figure is not None
+    fixed, half_peak = figure.axes
+    assert fixed.get_xscale() == "log"
+    lines = {line.get_label(): line for line in fixed.get_lines()}
+    assert set(lines) == {"impl_select (500 msg/s)", "baseline (500 msg/s)"}
+    select = results["latency"]["impl_select"]["fixed"]["cdf"]
+    assert _values(lines["impl_select (500 msg/s)"].get_xdata()) == select["ms"]
+    assert _values(lines["impl_select (500 msg/s)"].get_ydata()) == select["quantiles"]
+    # A log axis cannot show 0 ms: that quantile is left out, not plotted as an error.
+    (line,) = half_peak.get_lines()
+    assert line.get_label() == "impl_select (90,000 msg/s)"
+    assert _values(line.get_ydata()) == list(CDF_QUANTILES[1:])
+
+
+def test_the_plots_are_written_next_to_the_json_and_only_for_jobs_that_ran(tmp_path: Path) -> None:
+    results = _results(quick=True)
+    json_path = tmp_path / "run.json"
+    assert write_plots(results, json_path) == [tmp_path / "run-fanout.png", tmp_path / "run-latency.png"]
+    for path in tmp_path.iterdir():
+        assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    del results["latency"]
+    assert write_plots(results, tmp_path / "other.json") == [tmp_path / "other-fanout.png"]
+    assert fanout_figure({}) is None and latency_figure({}) is None
 
 
 # --- fast paths against the paths they replace ----------------------------------------------

@@ -19,11 +19,13 @@ from typing import Any
 import pexpect
 import pytest
 
+from chatwire_client.__main__ import EPILOG
 from chatwire_client.session import ChatSession, ExitStatus, Line, Step, Style, visible
 from conformance.serverproc import BUNDLED, ServerProcess, free_port
 from conformance.wire import WirePeer
 from protocol import (
     CLIENT_MESSAGES,
+    Codec,
     Error,
     FrameDecoder,
     Hello,
@@ -88,7 +90,7 @@ def test_hello_then_welcome_joins() -> None:
     assert sent(session.hello("alice")) == [Hello("alice")]
     assert not session.hello_answered
     lines = session.receive(frames(welcome(clients=3)))
-    assert lines == [Line(Style.NOTICE, "* connected as alice@127.0.0.1 — 3 here; server test/1")]
+    assert lines == [Line(Style.STATUS, "* connected as alice@127.0.0.1 — 3 here; server test/1")]
     assert session.joined and session.hello_answered and not session.finished
 
 
@@ -202,6 +204,7 @@ def test_barrier_passes_on_its_own_pong_only() -> None:
         ("//who", [Say("/who")]),
         ("/WHO", [Who()]),
         ("", []),
+        (" \t\u3000 ", []),  # blank: nothing that would show as an empty message
         ("/help", []),
         ("/nonsense", []),
     ],
@@ -231,11 +234,36 @@ def test_quit_ends_the_session_and_the_servers_eof_is_then_expected() -> None:
     assert session.status is ExitStatus.OK
 
 
-def test_echo_shows_own_messages() -> None:
+def test_the_echo_waits_for_the_pong_that_follows_the_say() -> None:
     session = joined_session(echo=True)
     step = session.command("hi \x1b")
-    assert sent(step.send) == [Say("hi \x1b")]
-    assert step.lines == (Line(Style.OWN, "alice@127.0.0.1: hi \\x1b"),)
+    said, ping = sent(step.send)
+    assert said == Say("hi \x1b") and isinstance(ping, Ping)
+    assert step.lines == ()  # not shown before the server has taken it
+    assert session.receive(frames(Relayed("bob", "::1", "before"))) == [Line(Style.CHAT, "bob@::1: before")]
+    assert session.receive(frames(Pong(ping.token))) == [Line(Style.OWN, "alice@127.0.0.1: hi \\x1b")]
+    assert session.receive(frames(Pong(ping.token))) == []
+
+
+def test_a_say_the_server_refuses_is_never_echoed() -> None:
+    session = joined_session(echo=True)
+    _, first = sent(session.command("z" * 60).send)
+    _, second = sent(session.command("fine").send)
+    assert isinstance(first, Ping) and isinstance(second, Ping)
+    # The server answers in order: the error for the first say comes before its pong.
+    lines = session.receive(frames(Error("text_too_long", "no room", False), Pong(first.token)))
+    assert lines == [Line(Style.ERROR, "not relayed (text_too_long: no room): " + "z" * 39 + "…")]
+    assert texts(session.receive(frames(Pong(second.token)))) == ["alice@127.0.0.1: fine"]
+    # With nothing awaiting an echo, the same error is shown as it is.
+    assert texts(session.receive(frames(Error("text_too_long", "no room", False)))) == [
+        "error from the server: text_too_long: no room"
+    ]
+
+
+def test_without_echo_a_say_is_sent_alone() -> None:
+    session = joined_session()
+    step = session.say("hi")
+    assert sent(step.send) == [Say("hi")] and step.lines == ()
 
 
 def test_a_message_too_long_for_max_frame_is_refused_locally() -> None:
@@ -245,6 +273,25 @@ def test_a_message_too_long_for_max_frame_is_refused_locally() -> None:
     step = session.say("x" * 1024)
     assert step.send == b""
     assert texts(list(step.lines)) == ["not sent: too long for this server (at most 1024 bytes per frame)"]
+
+
+@pytest.mark.parametrize("codec", [MsgpackCodec(), PickleCodec()], ids=["msgpack", "pickle"])
+def test_a_say_that_fits_but_could_not_be_relayed_is_refused_locally(codec: Codec) -> None:
+    """§8.4: the server refuses a say whose message{name, host, text} would exceed max_frame;
+    the client knows its name and host from the welcome, so it refuses exactly those."""
+    session = ChatSession(codec, echo=True)
+    session.hello("alice")
+    session.receive(encode_message(codec, welcome(max_frame=1024)))
+
+    def relayed_size(text: str) -> int:
+        return len(encode_message(codec, Relayed("alice", "127.0.0.1", text))) - 4
+
+    longest = max(n for n in range(900, 1024) if relayed_size("x" * n) <= 1024)
+    assert len(encode_message(codec, Say("x" * (longest + 1)))) - 4 <= 1024  # the say itself fits
+    refused = session.say("x" * (longest + 1))
+    assert refused.send == b""
+    assert texts(list(refused.lines)) == ["not sent: too long for this server (at most 1024 bytes per frame)"]
+    assert session.say("x" * longest).send != b""
 
 
 def test_nothing_is_said_before_welcome() -> None:
@@ -330,12 +377,17 @@ def test_another_protocol_version_is_refused() -> None:
     assert session.status is ExitStatus.PROTOCOL_ERROR and not session.joined
 
 
-def test_a_codec_mismatch_is_explained() -> None:
-    session = ChatSession(CODEC)
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [(MsgpackCodec(), PickleCodec()), (PickleCodec(), MsgpackCodec())],
+    ids=["msgpack", "pickle"],
+)
+def test_a_codec_mismatch_is_explained_both_ways(ours: Codec, theirs: Codec) -> None:
+    session = ChatSession(ours)
     session.hello("alice")
-    pickled = encode_message(PickleCodec(), Error("bad_payload", "not a pickle", True))
-    (line,) = session.receive(pickled)
-    assert line.style is Style.ERROR and "bad_payload" in line.text and "pickle codec" in line.text
+    (line,) = session.receive(encode_message(theirs, Error("bad_payload", "not for me", True)))
+    assert line.style is Style.ERROR and "bad_payload" in line.text
+    assert f"is the peer using the {theirs.name} codec?" in line.text
     assert session.status is ExitStatus.PROTOCOL_ERROR
 
 
@@ -383,8 +435,10 @@ def test_pipe_lines_arrive_in_order_and_the_client_leaves_cleanly(
 ) -> None:
     result = run_client(server.port, "--name", "bot", stdin="hi\nbye\n")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("* connected as bot@127.0.0.1 — 2 here; server ")
-    assert result.stderr == ""
+    # The client's own status goes to stderr: stdout is left to what happens in the room.
+    assert result.stdout == ""
+    (status,) = result.stderr.splitlines()
+    assert status.startswith("* connected as bot@127.0.0.1 — 2 here; server ")
     assert peer.expect(Joined) == Joined("bot", "127.0.0.1", 2)
     assert peer.next() == Relayed("bot", "127.0.0.1", "hi")
     assert peer.next() == Relayed("bot", "127.0.0.1", "bye")
@@ -392,13 +446,15 @@ def test_pipe_lines_arrive_in_order_and_the_client_leaves_cleanly(
     assert peer.next() == Left("bot", "127.0.0.1", 1, "quit")
 
 
-def test_pipe_sends_lines_verbatim(server: ServerProcess, peer: WirePeer) -> None:
+def test_pipe_sends_lines_verbatim_and_blank_lines_not_at_all(server: ServerProcess, peer: WirePeer) -> None:
     text = "  tabs\tand trailing spaces  \r"
-    result = run_client(server.port, "--name", "bot", stdin=f"{text}\n\n/who\nno newline at the end")
+    stdin = f"{text}\n\n \t \n/who\nno newline at the end"
+    result = run_client(server.port, "--name", "bot", stdin=stdin)
     assert result.returncode == 0, result.stderr
     peer.expect(Joined)
-    said = [peer.next() for _ in range(4)]
-    assert [m.text for m in said if isinstance(m, Relayed)] == [text, "", "/who", "no newline at the end"]
+    said = [peer.next() for _ in range(3)]
+    assert [m.text for m in said if isinstance(m, Relayed)] == [text, "/who", "no newline at the end"]
+    assert peer.next() == Left("bot", "127.0.0.1", 1, "quit")  # and nothing in between
 
 
 @pytest.mark.parametrize("name", SERVERS)
@@ -423,7 +479,7 @@ def test_pipe_skips_lines_over_max_frame() -> None:
         result = run_client(server.port, "--name", "bot", stdin=stdin)
         assert result.returncode == 0, result.stderr
         too_long = "not sent: too long for this server (at most 1024 bytes per frame)"
-        assert result.stderr.splitlines() == [f"line {n} {too_long}" for n in (1, 2, 4)]
+        assert result.stderr.splitlines()[1:] == [f"line {n} {too_long}" for n in (1, 2, 4)]
         bob.expect(Joined)
         assert bob.next() == Relayed("bot", "127.0.0.1", "after")
         assert bob.next() == Relayed("bot", "127.0.0.1", "last")
@@ -442,15 +498,26 @@ def test_pipe_prints_what_arrives(server: ServerProcess, peer: WirePeer) -> None
     try:
         peer.expect(Joined)
         peer.send(Say("one\x1b[2J"))
+        with WirePeer(server.address, label="carol", timeout=TIMEOUT) as carol:
+            carol.join("carol")
+        peer.expect(Left)
         peer.send(Say("two"))
-        # After this barrier the server has queued both messages for the client; the
-        # client's own barrier, sent at the end of its input, is answered after them.
+        # After this barrier the server has queued everything for the client; the client's
+        # own barrier, sent at the end of its input, is answered after it.
         peer.barrier()
         out, err = client.communicate(input="", timeout=TIMEOUT)
     finally:
         client.kill()
     assert client.returncode == 0, err
-    assert out.splitlines()[1:] == ["bob@127.0.0.1: one\\x1b[2J", "bob@127.0.0.1: two"]
+    # stdout: the room, in order; stderr: this client's own status.
+    assert out.splitlines() == [
+        "bob@127.0.0.1: one\\x1b[2J",
+        "* carol@127.0.0.1 joined (3 here)",
+        "* carol@127.0.0.1 left (2 here)",
+        "bob@127.0.0.1: two",
+    ]
+    (status,) = err.splitlines()
+    assert status.startswith("* connected as reader@127.0.0.1 — 2 here; server ")
 
 
 def test_pipe_name_taken_exits_3(server: ServerProcess, peer: WirePeer) -> None:
@@ -474,11 +541,16 @@ def test_cannot_connect_exits_2() -> None:
     assert result.stderr == f"cannot connect to 127.0.0.1:{port}: Connection refused\n"
 
 
-def test_codec_mismatch_is_a_protocol_error() -> None:
-    with ServerProcess(BUNDLED["impl_asyncio"], extra_args=["--codec", "pickle"]) as server:
-        result = run_client(server.port, "--name", "bot")
+@pytest.mark.parametrize(("client", "server_codec"), [("msgpack", "pickle"), ("pickle", "msgpack")])
+def test_codec_mismatch_is_a_protocol_error_named_either_way(client: str, server_codec: str) -> None:
+    with ServerProcess(BUNDLED["impl_asyncio"], extra_args=["--codec", server_codec]) as server:
+        result = run_client(server.port, "--name", "bot", "--codec", client)
     assert result.returncode == ExitStatus.PROTOCOL_ERROR
-    assert "bad_payload" in result.stderr and "pickle" in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("bad data from the server (bad_payload): ")
+    assert line.endswith(
+        f"(the payload looks like {server_codec}: is the peer using the {server_codec} codec?)"
+    )
 
 
 def test_server_shutdown_is_reported(server: ServerProcess, peer: WirePeer) -> None:
@@ -500,31 +572,37 @@ def test_server_shutdown_is_reported(server: ServerProcess, peer: WirePeer) -> N
         client.kill()
         os.close(keep_open)
     assert client.returncode == ExitStatus.SERVER_SHUTDOWN, err
-    assert out.splitlines()[-1] == "* server shutdown: server shutting down"
+    assert out == ""
+    assert err.splitlines()[-1] == "* server shutdown: server shutting down"
 
 
 class FakeServer:
-    """A listener that answers the first connection with ``script(sock)``, for server misbehaviour."""
+    """A listener that reads the hello of each connection in turn and answers the n-th with the
+    n-th script, for server misbehaviour; :attr:`hellos` are the names asked for."""
 
-    def __init__(self, script: Callable[[socket.socket], None]) -> None:
+    def __init__(self, *scripts: Callable[[socket.socket], None]) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.listener.settimeout(TIMEOUT)
-        self.thread = threading.Thread(target=self._serve, args=(script,), daemon=True)
+        self.hellos: list[str] = []
+        self.thread = threading.Thread(target=self._serve, args=(scripts,), daemon=True)
         self.thread.start()
 
-    def _serve(self, script: Callable[[socket.socket], None]) -> None:
-        conn, _ = self.listener.accept()
-        with conn:
-            conn.settimeout(TIMEOUT)
-            decoder = FrameDecoder(1 << 20)
-            while (payload := decoder.next_frame()) is None:
-                data = conn.recv(4096)
-                if not data:
-                    return
-                decoder.feed(data)
-            assert CODEC.decode(payload)["type"] == "hello"
-            script(conn)
+    def _serve(self, scripts: tuple[Callable[[socket.socket], None], ...]) -> None:
+        for script in scripts:
+            conn, _ = self.listener.accept()
+            with conn:
+                conn.settimeout(TIMEOUT)
+                decoder = FrameDecoder(1 << 20)
+                while (payload := decoder.next_frame()) is None:
+                    data = conn.recv(4096)
+                    if not data:
+                        return
+                    decoder.feed(data)
+                hello = CODEC.decode(payload)
+                assert hello["type"] == "hello"
+                self.hellos.append(hello["name"])
+                script(conn)
 
     def close(self) -> None:
         self.thread.join(TIMEOUT)
@@ -553,8 +631,8 @@ def test_connection_lost_exits_1() -> None:
         client.kill()
         fake.close()
     assert client.returncode == ExitStatus.CONNECTION_LOST
-    assert out.splitlines()[1:] == ["eve@::1: last words"]
-    assert err == "the server closed the connection in the middle of a frame\n"
+    assert out.splitlines() == ["eve@::1: last words"]
+    assert err.splitlines()[1:] == ["the server closed the connection in the middle of a frame"]
 
 
 def test_a_server_breaking_the_protocol_is_left_at_once() -> None:
@@ -581,7 +659,9 @@ def test_a_server_breaking_the_protocol_is_left_at_once() -> None:
         os.close(keep_open)
         fake.close()
     assert client.returncode == ExitStatus.PROTOCOL_ERROR
-    assert err.startswith("bad data from the server (bad_message): ")
+    connected, violation = err.splitlines()
+    assert connected.startswith("* connected as bot@")
+    assert violation.startswith("bad data from the server (bad_message): ")
 
 
 def test_fatal_error_from_the_server_exits_5() -> None:
@@ -597,6 +677,74 @@ def test_fatal_error_from_the_server_exits_5() -> None:
         fake.close()
     assert result.returncode == ExitStatus.PROTOCOL_ERROR
     assert result.stderr == "disconnected by the server: hello_timeout: no hello in time\\x1b[1A\n"
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[int]:
+    """A port where connections are accepted (by the kernel's backlog) and never answered."""
+    with socket.create_server(("127.0.0.1", 0), backlog=8) as listener:
+        yield listener.getsockname()[1]
+
+
+def test_a_server_that_never_welcomes_times_out_with_exit_6(silent_listener: int) -> None:
+    result = run_client(silent_listener, "--name", "bot", "--timeout", "0.5", stdin="x\n")
+    assert result.returncode == ExitStatus.TIMED_OUT
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"no welcome from 127.0.0.1:{silent_listener} within 0.5 s: is it a chat wire protocol server?"
+        " (--timeout sets the wait)\n"
+    )
+
+
+def test_a_server_that_never_answers_the_final_ping_times_out_with_exit_6() -> None:
+    def welcome_then_silence(conn: socket.socket) -> None:
+        conn.sendall(frames(welcome("bot")))
+        while conn.recv(4096):  # the say and the ping, then the client's close
+            pass
+
+    fake = FakeServer(welcome_then_silence)
+    try:
+        result = run_client(fake.port, "--name", "bot", "--timeout", "0.5", stdin="x\n")
+    finally:
+        fake.close()
+    assert result.returncode == ExitStatus.TIMED_OUT
+    assert result.stderr.splitlines()[1:] == [
+        f"no answer to the final ping from 127.0.0.1:{fake.port} within 0.5 s:"
+        " is it a chat wire protocol server? (--timeout sets the wait)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--port", "65536"], "argument --port: must be within 1..65535, not 65536"),
+        (["--port", "0"], "argument --port: must be within 1..65535, not 0"),
+        (["--port", "-1"], "argument --port: must be within 1..65535, not -1"),
+        (
+            ["--port", "7000", "--timeout", "0"],
+            "argument --timeout: must be greater than 0 and at most 86400, not 0",
+        ),
+        (
+            ["--port", "7000", "--timeout", "nan"],
+            "argument --timeout: must be greater than 0 and at most 86400, not nan",
+        ),
+        (
+            ["--port", "7000", "--timeout", "inf"],
+            "argument --timeout: must be greater than 0 and at most 86400, not inf",
+        ),
+    ],
+)
+def test_bad_numbers_on_the_command_line_are_one_line_errors(args: list[str], error: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "chatwire_client", "--name", "bot", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == f"python -m chatwire_client: error: {error}"
 
 
 # --- interactive mode in a pseudo-terminal ---------------------------------------------------
@@ -720,21 +868,57 @@ def test_interactive_asks_for_a_name_when_none_is_given(server: ServerProcess) -
         child.close(force=True)
 
 
-def test_interactive_reconnects_when_the_hello_timeout_expires_during_the_name_prompt() -> None:
-    with ServerProcess(BUNDLED["impl_select"], extra_args=["--hello-timeout", "0.5"]) as server:
-        bob = WirePeer(server.address, timeout=TIMEOUT)
-        bob.join("bob")
-        child = spawn(server.port, "--name", "bob")
-        try:
-            child.expect_exact("try another name: ")
-            child.expect_exact("disconnected by the server: hello_timeout: ")
-            child.send("bobby\r")
-            child.expect_exact(f"* reconnecting to 127.0.0.1:{server.port}")
-            child.expect_exact("* connected as bobby@127.0.0.1 — 2 here")
-            child.expect_exact("bobby> ")
-            child.sendcontrol("d")
-            assert exit_status(child) == 0
-        finally:
-            child.close(force=True)
-        assert bob.expect(Joined).name == "bobby"
-        bob.close()
+def _drain(conn: socket.socket) -> None:
+    while conn.recv(4096):  # until the client's end of stream
+        pass
+
+
+def test_interactive_asks_for_another_name_with_no_connection_open() -> None:
+    """The refused connection is closed before the question is asked, so the server's hello
+    timeout cannot expire (and look fatal) while the user types; the new name goes on a new
+    connection."""
+    closed_before_asking = threading.Event()
+
+    def refuse(conn: socket.socket) -> None:
+        conn.sendall(frames(Error("name_taken", "the name 'bob' is in use", False)))
+        _drain(conn)
+        closed_before_asking.set()
+
+    def accept(conn: socket.socket) -> None:
+        conn.sendall(frames(welcome("bobby", clients=2)))
+        _drain(conn)
+
+    fake = FakeServer(refuse, accept)
+    child = spawn(fake.port, "--name", "bob")
+    try:
+        child.expect_exact("name refused: name_taken: the name 'bob' is in use")
+        child.expect_exact("try another name: ")
+        # Set before the fake closes its end, which the client waits for before asking.
+        assert closed_before_asking.is_set()
+        child.send("bobby\r")
+        child.expect_exact("* connected as bobby@127.0.0.1 — 2 here")
+        child.expect_exact("bobby> ")
+        child.sendcontrol("d")
+        assert exit_status(child) == 0
+    finally:
+        child.close(force=True)
+        fake.close()
+    assert fake.hellos == ["bob", "bobby"]
+
+
+def test_interactive_times_out_with_exit_6_when_the_server_never_welcomes(silent_listener: int) -> None:
+    child = spawn(silent_listener, "--name", "bob", "--timeout", "0.5")
+    try:
+        child.expect_exact(f"no welcome from 127.0.0.1:{silent_listener} within 0.5 s")
+        assert exit_status(child) == ExitStatus.TIMED_OUT
+    finally:
+        child.close(force=True)
+
+
+def test_the_help_lists_every_exit_status() -> None:
+    listed = {
+        int(line.split()[0])
+        for line in EPILOG.split("exit status:\n", 1)[1].splitlines()
+        if line.strip() and line.split()[0].isdigit()
+    }
+    assert listed >= {int(status) for status in ExitStatus}

@@ -195,6 +195,7 @@ def test_msgpack_declared_lengths_beyond_the_payload_allocate_nothing(header: by
 def test_msgpack_names_the_likely_codec_mismatch() -> None:
     assert "pickle" in refused(MSGPACK, PICKLE.encode(HELLO)).message
     assert "pickle" not in refused(MSGPACK, b"\xc1").message
+    assert "pickle" not in refused(MSGPACK, b"\x80\x06").message  # no pickle protocol 6 yet
 
 
 @pytest.mark.parametrize(
@@ -227,8 +228,11 @@ def test_pickle_refuses_a_truncated_pickle(cut: int) -> None:
     refused(PICKLE, PICKLE.encode(HELLO)[:cut])
 
 
-def test_pickle_refuses_msgpack_bytes() -> None:
-    refused(PICKLE, MSGPACK.encode(HELLO))
+def test_pickle_refuses_msgpack_bytes_and_names_the_likely_codec_mismatch() -> None:
+    assert "msgpack codec" in refused(PICKLE, MSGPACK.encode(HELLO)).message
+    # Garbage, and a pickle cut short, are not taken for msgpack: 80 is pickle's PROTO opcode.
+    for payload in (b"\xc1", b"junk", PICKLE.encode(HELLO)[:10], b"\x80"):
+        assert "msgpack" not in refused(PICKLE, payload).message, payload
 
 
 def test_pickle_accepts_every_protocol_for_plain_values() -> None:
@@ -431,3 +435,15 @@ def test_every_message_survives_a_round_trip_through_either_codec(
 def test_msgpack_and_the_reference_packer_agree() -> None:
     message = Relayed("\u674e", "::1", "\U0001f600")
     assert MSGPACK.encode(message.to_wire()) == msgpack.packb(message.to_wire(), use_bin_type=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(message=st.one_of(*MESSAGES.values()), protocol=st.integers(2, pickle.HIGHEST_PROTOCOL))
+def test_a_message_in_the_other_codec_is_refused_with_the_hint_both_ways(
+    message: Message, protocol: int
+) -> None:
+    """Spec §4.1: whichever codec a peer uses by mistake, the error names it."""
+    as_msgpack = MSGPACK.encode(message.to_wire())
+    assert "is the peer using the msgpack codec?" in refused(PICKLE, as_msgpack).message
+    as_pickle = pickle.dumps(message.to_wire(), protocol=protocol)
+    assert "is the peer using the pickle codec?" in refused(MSGPACK, as_pickle).message

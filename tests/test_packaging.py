@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tomllib
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,20 +40,36 @@ def test_the_packaged_vectors_are_the_spec_vectors_byte_for_byte() -> None:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The wheel, and what the build printed (verbose: pip shows the backend's output)."""
     out = tmp_path_factory.mktemp("wheel")
     # Built from a copy, so that the build leaves nothing (build/, *.egg-info) in the checkout.
     source = tmp_path_factory.mktemp("source") / "chatwire"
     junk = (".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "reports")
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*junk))
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", out, source],
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation", "-w", out, source],
         check=True,
         capture_output=True,
+        text=True,
         cwd=out,
     )
-    (built,) = out.glob("chatwire-*.whl")
-    return built
+    (wheel,) = out.glob("chatwire-*.whl")
+    return wheel, build.stdout + build.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(built: tuple[Path, str]) -> Path:
+    return built[0]
+
+
+def test_the_build_warns_about_nothing(built: tuple[Path, str]) -> None:
+    # setuptools prints its deprecations and configuration doubts as named Warning subclasses
+    # (BuildBackendWarning: `project.license` as a TOML table is deprecated; ... Package
+    # 'conformance.vectors' is absent from the `packages` configuration; ...).
+    _, output = built
+    warnings = sorted({match.group() for match in re.finditer(r"\b\w*Warning\b: [^\n]*", output)})
+    assert not warnings, "\n".join(warnings)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +90,15 @@ def test_the_wheel_holds_exactly_the_project_packages(wheel: Path) -> None:
         names = archive.namelist()
     top = {name.split("/")[0] for name in names}
     assert {t for t in top if not t.endswith(".dist-info")} == INSTALLED_PACKAGES
-    assert "conformance/cases/test_vectors.py" in names
+    # Every module of the checkout's packages, subpackages included: a subpackage missing from
+    # pyproject.toml would still import in tests through the editable install.
+    modules = {
+        path.relative_to(ROOT).as_posix()
+        for package in INSTALLED_PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+    }
+    assert modules - set(names) == set()
+    assert "protocol/py.typed" in names
     for vector in VECTOR_FILES:
         assert f"conformance/vectors/{vector}" in names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
@@ -165,9 +191,15 @@ def test_the_server_scripts_serve_the_client_script_and_stop_on_sigterm(
 
 
 @pytest.mark.parametrize(
-    ("script", "expected"), [("chatwire", "--name"), ("chatwire-conformance", "--server-cmd")]
+    ("script", "expected"),
+    [
+        ("chatwire", "--name"),
+        ("chatwire-conformance", "--server-cmd"),
+        ("chatwire-select", "usage: chatwire-select"),
+        ("chatwire-asyncio", "usage: chatwire-asyncio"),
+    ],
 )
-def test_the_client_and_runner_scripts_answer_help(
+def test_the_scripts_answer_help_under_their_own_names(
     installed: tuple[Path, dict[str, str]], tmp_path: Path, script: str, expected: str
 ) -> None:
     target, env = installed
@@ -182,3 +214,17 @@ def test_the_client_and_runner_scripts_answer_help(
     )
     assert result.returncode == 0, result.stderr
     assert expected in result.stdout
+
+
+def test_the_readme_shows_every_console_script_and_links_only_existing_files() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    with (ROOT / "pyproject.toml").open("rb") as file:
+        scripts = tomllib.load(file)["project"]["scripts"]
+    assert set(scripts) == set(SCRIPTS)
+    for script, entry in scripts.items():
+        module = entry.split(":")[0].removesuffix(".__main__").removesuffix(".runner")
+        assert f"`{script}` is `python -m {module}`" in readme, script
+    for target in re.findall(r"\]\(([^)#]+)", readme):
+        assert (ROOT / target).exists(), f"README.md links to {target}, which does not exist"
+    for document in ("BENCHMARKS.md", "TESTING.md", "SECURITY.md"):
+        assert f"]({document})" in readme

@@ -295,6 +295,21 @@ def test_codec_mismatch_msgpack(ctx: Context) -> None:
 
 
 @case(
+    "CODEC-MISMATCH-HINT-MSGPACK",
+    "4.1",
+    SHOULD,
+    "the bad_payload message for a msgpack payload says the peer seems to use msgpack",
+    codecs=PICKLE,
+)
+def test_codec_mismatch_hint_msgpack(ctx: Context) -> None:
+    peer = ctx.peer("packer")
+    peer.send_raw(encode_frame(_pack(Hello(ctx.name("packer")).to_wire())), "msgpack hello")
+    error = peer.expect_error(ErrorCode.BAD_PAYLOAD, fatal=True)
+    message = error.message
+    assert "msgpack" in message.lower(), f"the error message does not mention msgpack: {message!r}"
+
+
+@case(
     "CODEC-DEFAULT-MSGPACK",
     "4.3",
     MUST,
