@@ -63,6 +63,7 @@ class SelectServer:
             unwatch=self.selector.unregister,
         )
         self.peers: dict[ClientId, _Peer] = {}
+        self._writable: list[_Peer] = []  # reported writable in this iteration
         self._now = time.monotonic()
         self._wakeup_r, self._wakeup_w = socket.socketpair()
         self._wakeup_r.setblocking(False)
@@ -113,7 +114,12 @@ class SelectServer:
         return max(0.0, deadline - time.monotonic())
 
     def _flush(self) -> None:
-        """Write every outbox that has new output, then carry out the core's directives."""
+        """Write every connection that became writable or has new output, then carry out the
+        core's directives."""
+        writable, self._writable = self._writable, []
+        for peer in writable:
+            if peer.client in self.peers:
+                self._write(peer)
         self.core.pump(self._write_outbox, self._dispose)
 
     def _write_outbox(self, outbox: Outbox) -> None:
@@ -191,7 +197,9 @@ class SelectServer:
             if not data:
                 self._update_events(peer)
         if mask & _WRITE:
-            self._write(peer)
+            # Written with the others at the end of the iteration, with whatever it gathers
+            # meanwhile: one send per connection per iteration.
+            self._writable.append(peer)
 
     def _write(self, peer: _Peer) -> None:
         frames = peer.outbox.frames

@@ -431,3 +431,19 @@ def test_pump_writes_what_a_failed_write_announces() -> None:
     core.pump(write, lambda *_: None)
     assert written == [bob, alice]  # alice's left notice was written in the same pump
     assert not core.has_output
+
+
+def test_flush_early_ignores_an_outbox_waiting_for_its_socket() -> None:
+    memory = make()
+    alice = join(memory, "alice")
+    bob = join(memory, "bob")
+    core = memory.core
+    core.take_dirty()
+    outbox = core.outbox(bob)
+    assert outbox is not None
+    # bob's socket took nothing of a large backlog: the server waits for it to be writable.
+    core._carry_out([Send(b"q" * (FLUSH_EARLY + 1), (bob,))])
+    core.take_dirty()
+    core.receive(alice, encode_message(CODEC, Say("more")), 0.0)
+    assert not core.flush_early
+    assert core.take_dirty() == []

@@ -84,7 +84,18 @@ class Outbox:
     connections is one bytes object in all their outboxes: queuing copies nothing.
     """
 
-    __slots__ = ("client", "closing", "eof", "frames", "gone", "held", "refresh_held", "shut", "size")
+    __slots__ = (
+        "client",
+        "closing",
+        "dirty",
+        "eof",
+        "frames",
+        "gone",
+        "held",
+        "refresh_held",
+        "shut",
+        "size",
+    )
 
     def __init__(self, client: ClientId) -> None:
         self.client = client
@@ -100,6 +111,7 @@ class Outbox:
         self.eof = False  # the peer ended its stream
         self.shut = False  # HALF_CLOSE was directed
         self.gone = False  # forgotten by the core
+        self.dirty = False  # listed for the next take_dirty()
 
     @property
     def buffered(self) -> int:
@@ -136,8 +148,8 @@ class ServerCore:
         self._stop_deadline: float | None = None
         self._stop_connections = 0
         self._stop_aborted = 0
-        #: An outbox passed FLUSH_EARLY since the last take_dirty(): write before the loop
-        #: iteration ends.
+        #: An outbox listed for the next take_dirty() passed FLUSH_EARLY: write before the
+        #: loop iteration ends.
         self.flush_early = False
 
     # --- what the server reads ----------------------------------------------------------------
@@ -188,6 +200,8 @@ class ServerCore:
         """The outboxes that received frames while empty, in order; each once."""
         self.flush_early = False
         dirty, self._dirty = self._dirty, []
+        for outbox in dirty:
+            outbox.dirty = False
         return [outbox for outbox in dirty if not outbox.gone]
 
     def take_directives(self) -> list[Directive]:
@@ -366,10 +380,13 @@ class ServerCore:
                 over.append(client)
                 continue
             if not outbox.frames:
+                outbox.dirty = True
                 dirty.append(outbox)
             outbox.frames.append(data)
             outbox.size += size
-            if outbox.size > FLUSH_EARLY:
+            # Only an outbox the server is about to write: one waiting for its socket to become
+            # writable gains nothing from an early flush, and would make every flush early.
+            if outbox.dirty and outbox.size > FLUSH_EARLY:
                 self.flush_early = True
         return over
 
