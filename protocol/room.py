@@ -8,6 +8,7 @@ from typing import Generic, TypeVar
 
 from .constants import ErrorCode
 from .errors import RemoteProtocolError
+from .logtext import escape
 from .names import name_key, name_problem
 
 K = TypeVar("K", bound=Hashable)
@@ -58,7 +59,7 @@ class Room(Generic[K]):
             raise RemoteProtocolError(ErrorCode.NAME_INVALID, problem)
         folded = name_key(name)
         if folded in self._keys_by_name:
-            raise RemoteProtocolError(ErrorCode.NAME_TAKEN, f"the name {name!r} is in use")
+            raise RemoteProtocolError(ErrorCode.NAME_TAKEN, f"the name '{escape(name)}' is in use")
         seat = Seat(name, host)
         self._seats[key] = seat
         self._keys_by_name[folded] = key

@@ -46,7 +46,8 @@ from protocol import (
     encode_message,
     get_codec,
 )
-from protocol.constants import CLOSE_LINGER, DEFAULT_MAX_FRAME, SHUTDOWN_FLUSH_TIMEOUT
+from protocol.constants import CLOSE_LINGER, DEFAULT_MAX_FRAME, SHUTDOWN_FLUSH_TIMEOUT, CodecName
+from protocol.options import ServerOptions
 from protocol.serving import server_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -496,7 +497,8 @@ class _Queue:
 
 
 def core_answer(impl: str, codec: Codec, data: bytes) -> bytes:
-    """What ServerCore queues for a client that sends ``data`` and then ends its stream."""
+    """What ServerCore queues for a client that sends ``data`` and then ends its stream, with
+    ``codec`` made as the servers make theirs."""
     core = ServerCore(codec, server_name=server_name(impl))
     queue = _Queue()
     client = core.connect(LOCALHOST)
@@ -542,5 +544,5 @@ def test_each_server_answers_hostile_input_byte_for_byte_as_its_core(impl: str, 
     inputs = hostile_inputs(codec, 100)
     with running(impl, *QUIET, "--codec", codec) as server:
         for data in inputs:
-            expected = core_answer(impl, get_codec(codec), data)
+            expected = core_answer(impl, ServerOptions(codec=CodecName(codec)).make_codec(), data)
             assert server_answer(server.address, data) == expected, data.hex()

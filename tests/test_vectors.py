@@ -16,6 +16,7 @@ import pytest
 from protocol import (
     CLIENT_MESSAGES,
     FRAME,
+    Codec,
     NEED_DATA,
     SERVER_MESSAGES,
     Close,
@@ -37,7 +38,15 @@ from protocol import (
     get_codec,
     parse_frame,
 )
-from protocol.constants import DEFAULT_MAX_FRAME, FATAL, HEADER_SIZE, PROTOCOL_VERSION, CodecName, ErrorCode
+from protocol.constants import (
+    DEFAULT_MAX_FRAME,
+    FATAL,
+    HEADER_SIZE,
+    MAX_PAYLOAD_OBJECTS,
+    PROTOCOL_VERSION,
+    CodecName,
+    ErrorCode,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT / "spec" / "vectors"
@@ -281,8 +290,13 @@ def test_message_vector_through_both_ends_of_a_connection(vector: dict[str, Any]
 # --- invalid.json -------------------------------------------------------------------------------------
 
 
+def server_codec(vector: dict[str, Any]) -> Codec:
+    """The codec a server decodes client payloads with: it counts their values (§4.2, §4.3)."""
+    return get_codec(vector["codec"], max_objects=MAX_PAYLOAD_OBJECTS)
+
+
 def server_connection(vector: dict[str, Any]) -> Connection:
-    codec = get_codec(vector["codec"])
+    codec = server_codec(vector)
     connection = Connection(Role.SERVER, codec=codec)
     if vector["state"] == "active":
         connection.receive_data(encode_message(codec, ALICE))
@@ -332,7 +346,7 @@ def test_invalid_vector_fed_one_byte_at_a_time_to_a_server_connection(vector: di
 
 @pytest.mark.parametrize("vector", vectors("invalid.json"))
 def test_invalid_vector_through_the_server_core(vector: dict[str, Any]) -> None:
-    codec = get_codec(vector["codec"])
+    codec = server_codec(vector)
     core = ServerCore(codec, server_name="test/1")
     client = core.connect("192.0.2.1")
     if vector["state"] == "active":

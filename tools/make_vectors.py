@@ -39,6 +39,7 @@ from protocol import (  # noqa: E402
 from protocol.constants import (  # noqa: E402
     DEFAULT_MAX_FRAME,
     FATAL,
+    MAX_PAYLOAD_OBJECTS,
     MAX_WIRE_LENGTH,
     MIN_MAX_FRAME,
     SHUTDOWN_REASON,
@@ -468,6 +469,30 @@ PICKLE_FINDINGS: list[tuple[str, bytes, str]] = [
 ]
 
 
+# §4.2 rule 9 and §4.3 rule 8: a payload of MAX_PAYLOAD_OBJECTS values (or opcodes) is decoded,
+# one more is refused unbuilt. Each is the smallest shape of the attack: one-octet empty arrays.
+OVER = MAX_PAYLOAD_OBJECTS + 1
+
+
+def _mp_empty_arrays(count: int) -> bytes:
+    """An array 32 holding ``count`` empty arrays: ``count + 1`` values."""
+    return b"\xdd" + count.to_bytes(4, "big") + b"\x90" * count
+
+
+def _mp_with_empty_arrays(message: dict[str, str], values: int) -> bytes:
+    """``message`` with an unknown field x, an array of empty arrays: ``values`` values in all."""
+    heads = 1 + 2 * (len(message) + 1)  # the map, then each key and value (x's array included)
+    count = values - heads
+    head = _mp({**message, "x": []})[: -len(_mp([]))]  # the map up to x's value
+    return head + b"\xdc" + count.to_bytes(2, "big") + b"\x90" * count
+
+
+def _pickle_empty_lists(count: int) -> bytes:
+    """PROTO 2, a list of ``count`` empty lists (MARK, EMPTY_LIST each, APPENDS), STOP:
+    ``count + 5`` opcodes."""
+    return PROTO2 + b"](" + b"]" * count + b"e."
+
+
 class Case(NamedTuple):
     """One invalid.json entry before rendering."""
 
@@ -705,6 +730,18 @@ def invalid_vectors() -> list[Vector]:
         ),
         ("array32-length-beyond-payload", b"\xdd\xff\xff\xff\xff", "array 32 declaring 0xffffffff items."),
         ("str32-length-beyond-payload", b"\xdb\xff\xff\xff\xff", "str 32 declaring 0xffffffff octets."),
+        (
+            f"values-{OVER}",
+            _mp_empty_arrays(OVER - 1),
+            f"array 32 holding {OVER - 1} empty arrays: {OVER} values, one over MAX_PAYLOAD_OBJECTS "
+            "(§4.2 rule 9). The smallest shape of the attack: 1 MiB of them would build a million lists.",
+        ),
+        (
+            f"values-{OVER}-in-unknown-field",
+            _mp_with_empty_arrays(HELLO_ALICE, OVER),
+            f"hello{{name: alice}} with an unknown field x holding empty arrays, {OVER} values in all: "
+            "unknown fields are ignored only once decoded (§4.2 rule 9).",
+        ),
     ]
     cases.extend(
         Case(msgpack, "await_hello", bad_payload, slug, encode_frame(payload), description)
@@ -718,6 +755,24 @@ def invalid_vectors() -> list[Vector]:
             "trailing-octets",
             encode_frame(_mp({"type": "say", "text": "hi"}) + b"\xc0"),
             "say{text: hi} followed by nil.",
+        ),
+        Case(
+            msgpack,
+            "active",
+            bad_payload,
+            f"values-{OVER}-in-say",
+            encode_frame(_mp_with_empty_arrays({"type": "say", "text": "hi"}, OVER)),
+            f"say{{text: hi}} with an unknown field x holding empty arrays, {OVER} values in all "
+            "(§4.2 rule 9).",
+        ),
+        Case(
+            msgpack,
+            "await_hello",
+            BAD_MESSAGE,
+            f"values-{MAX_PAYLOAD_OBJECTS}",
+            encode_frame(_mp_empty_arrays(MAX_PAYLOAD_OBJECTS - 1)),
+            f"array 32 holding {MAX_PAYLOAD_OBJECTS - 1} empty arrays: exactly MAX_PAYLOAD_OBJECTS "
+            "values decode (§4.2 rule 9); the payload is then an array, not a map.",
         ),
         Case(
             msgpack,
@@ -748,6 +803,12 @@ def invalid_vectors() -> list[Vector]:
             "hello{name: alice} pickled, then a NONE opcode after STOP.",
         ),
         ("msgpack-payload", hello_msgpack, "hello{name: alice} in msgpack: the peer uses msgpack."),
+        (
+            f"opcodes-{OVER}",
+            _pickle_empty_lists(OVER - 5),
+            f"PROTO 2, EMPTY_LIST, MARK, {OVER - 5} EMPTY_LIST, APPENDS, STOP: {OVER} opcodes, one over "
+            "MAX_PAYLOAD_OBJECTS (§4.3 rule 8). 1 MiB of them would build a million lists.",
+        ),
     ]
     cases.extend(
         Case(pickled, "await_hello", bad_payload, slug, encode_frame(payload), description)
@@ -761,6 +822,23 @@ def invalid_vectors() -> list[Vector]:
             "lone-surrogate",
             encode_frame(pickle.dumps({"type": "hello", "name": "al\ud800"}, protocol=2)),
             "U+D800 (Cs): a pickle can carry a lone surrogate, msgpack cannot.",
+        ),
+        Case(
+            pickled,
+            "await_hello",
+            BAD_MESSAGE,
+            f"opcodes-{MAX_PAYLOAD_OBJECTS}",
+            encode_frame(_pickle_empty_lists(MAX_PAYLOAD_OBJECTS - 5)),
+            f"A list of {MAX_PAYLOAD_OBJECTS - 5} empty lists in exactly MAX_PAYLOAD_OBJECTS opcodes is "
+            "decoded (§4.3 rule 8); the payload is then an array, not a map.",
+        ),
+        Case(
+            pickled,
+            "active",
+            bad_payload,
+            f"opcodes-{OVER}",
+            encode_frame(_pickle_empty_lists(OVER - 5)),
+            f"The {OVER}-opcode list of empty lists from a member (§4.3 rule 8).",
         ),
         Case(
             pickled,
