@@ -128,7 +128,7 @@ def test_msgpack_refuses_a_1_mib_amplifier_before_building_anything(
     def unpackb(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("unpackb was reached")
 
-    monkeypatch.setattr(codecs_module.msgpack, "unpackb", unpackb)
+    monkeypatch.setattr(msgpack, "unpackb", unpackb)
     codec = server_codec("msgpack")
     tracemalloc.start()
     try:
@@ -202,7 +202,7 @@ def test_pickle_refuses_a_1_mib_amplifier_after_reading_only_the_limit(
     def load(self: Any) -> Any:
         raise AssertionError("the unpickler was reached")
 
-    monkeypatch.setattr(codecs_module.pickletools, "genops", counting)
+    monkeypatch.setattr(pickletools, "genops", counting)
     monkeypatch.setattr(codecs_module.RestrictedUnpickler, "load", load)
     tracemalloc.start()
     try:

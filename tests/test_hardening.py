@@ -145,10 +145,12 @@ def test_no_raw_control_character_from_a_peer_reaches_the_log(impl: str, codec: 
 
 def test_a_lone_surrogate_from_a_pickle_peer_does_not_break_the_log(impl: str) -> None:
     # A UTF-8 log cannot encode U+D800: written raw it would fail the record ("Logging error").
-    with running(impl, "--codec", "pickle") as server:
-        with WirePeer(server.address, codec=get_codec("pickle"), label="surrogate") as peer:
-            peer.send_raw(frame(pickle.dumps({"type": "\ud800"}, protocol=2)), "type U+D800")
-            peer.expect_error(ErrorCode.HELLO_REQUIRED, fatal=True)
+    with (
+        running(impl, "--codec", "pickle") as server,
+        WirePeer(server.address, codec=get_codec("pickle"), label="surrogate") as peer,
+    ):
+        peer.send_raw(frame(pickle.dumps({"type": "\ud800"}, protocol=2)), "type U+D800")
+        peer.expect_error(ErrorCode.HELLO_REQUIRED, fatal=True)
     log = server.stderr_tail(100_000)
     assert "Logging error" not in log, log
     assert "\\ud800" in log, log

@@ -16,10 +16,10 @@ import pytest
 from protocol import (
     CLIENT_MESSAGES,
     FRAME,
-    Codec,
     NEED_DATA,
     SERVER_MESSAGES,
     Close,
+    Codec,
     Connection,
     ConnectionClosed,
     Error,
