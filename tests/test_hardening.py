@@ -154,3 +154,44 @@ def test_a_lone_surrogate_from_a_pickle_peer_does_not_break_the_log(impl: str) -
     log = server.stderr_tail(100_000)
     assert "Logging error" not in log, log
     assert "\\ud800" in log, log
+
+
+# --- look-alike and invisible names ----------------------------------------------------------------------
+
+#: While ``alice`` is present: each look-alike is taken, each invisible name is invalid.
+LOOK_ALIKES = ["\u0430lice", "\u0430l\u0456ce", "ALICE", "\uff41\uff4c\uff49\uff43\uff45", "AIice"]
+INVISIBLE = [
+    "alice\ufe0f",
+    "alice\u034f",
+    "\u3164",
+    "\u2800",
+    "\uffa0",
+    "\u3164" * 5,
+    "\u115f\u1160",
+    "al\u3164ice",
+    "alice\U000e0100",
+]
+
+
+@pytest.mark.parametrize("codec", ["msgpack", "pickle"])
+def test_no_one_can_join_under_a_look_alike_or_an_invisible_name(impl: str, codec: str) -> None:
+    with running(impl, *QUIET, "--codec", codec) as server:
+        alice = WirePeer(server.address, codec=get_codec(codec), label="alice")
+        alice.join("alice")
+        mallory = WirePeer(server.address, codec=get_codec(codec), label="mallory")
+        for name in LOOK_ALIKES:
+            mallory.send_value({"type": "hello", "name": name})
+            error = mallory.expect_error(ErrorCode.NAME_TAKEN, fatal=False)
+            assert error.message.isprintable()
+        for name in INVISIBLE:
+            mallory.send_value({"type": "hello", "name": name})
+            error = mallory.expect_error(ErrorCode.NAME_INVALID, fatal=False)
+            assert error.message.isprintable() and "U+" in error.message
+        # Nobody joined meanwhile, and the name is free once alice leaves.
+        assert alice.barrier() == []
+        alice.half_close()
+        alice.wait_closed()
+        alice.close()
+        welcome = mallory.join("\u0430lice")
+        assert (welcome.name, welcome.clients) == ("\u0430lice", 1)
+        mallory.close()

@@ -47,6 +47,7 @@ from protocol.constants import (
     CodecName,
     ErrorCode,
 )
+from protocol.names import name_key, name_problem, name_skeleton
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT / "spec" / "vectors"
@@ -57,6 +58,7 @@ SCHEMAS: dict[str, set[str]] = {
     "frames.json": {"id", "description", "stream", "payloads", "error", "max_frame", "eof", "clean"},
     "messages.json": {"id", "codec", "direction", "message", "hex"},
     "invalid.json": {"id", "codec", "state", "hex", "error", "fatal", "description"},
+    "names.json": {"id", "description", "member", "name", "error", "key", "skeleton"},
 }
 
 
@@ -219,6 +221,7 @@ class _Transparent:
     """Turns each payload into a hello naming its hex, to watch framing through a Connection."""
 
     name = CodecName.MSGPACK
+    max_objects: int | None = None
 
     def encode(self, value: dict[str, Any]) -> bytes:
         raise AssertionError("not for sending")
@@ -368,3 +371,57 @@ def test_invalid_vector_through_the_server_core(vector: dict[str, Any]) -> None:
     else:
         assert closes == []
         assert client in core
+
+
+# --- names.json ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vector", vectors("names.json"))
+def test_names_vector_against_the_room_and_the_keys(vector: dict[str, Any]) -> None:
+    room: Room[int] = Room()
+    if vector["member"] is not None:
+        room.join(1, vector["member"], "192.0.2.1")
+    name = vector["name"]
+    if vector["error"] is None:
+        assert room.join(2, name, "192.0.2.2").name == name
+    else:
+        with pytest.raises(RemoteProtocolError) as info:
+            room.join(2, name, "192.0.2.2")
+        assert (info.value.code, info.value.fatal) == (vector["error"], False)
+    if vector["error"] == ErrorCode.NAME_INVALID:
+        assert name_problem(name) is not None
+        assert (vector["key"], vector["skeleton"]) == (None, None)
+    else:
+        assert name_problem(name) is None
+        assert (name_key(name), name_skeleton(name)) == (vector["key"], vector["skeleton"])
+
+
+@pytest.mark.parametrize("codec", list(CodecName))
+@pytest.mark.parametrize("vector", vectors("names.json"))
+def test_names_vector_through_the_server_core(vector: dict[str, Any], codec: CodecName) -> None:
+    server = get_codec(codec, max_objects=MAX_PAYLOAD_OBJECTS)
+    core = ServerCore(server, server_name="test/1")
+    if vector["member"] is not None:
+        member = core.connect("192.0.2.1")
+        core.receive(member, encode_message(server, Hello(vector["member"])))
+    client = core.connect("192.0.2.2")
+    actions = core.receive(client, encode_message(server, Hello(vector["name"])))
+    [reply] = [a for a in actions if isinstance(a, Send) and list(a.to) == [client] and a.exclude is None]
+    answer = from_wire(server.decode(parse_frame(reply.data)), SERVER_MESSAGES)
+    if vector["error"] is None:
+        assert isinstance(answer, Welcome) and answer.name == vector["name"]
+    else:
+        assert isinstance(answer, Error)
+        assert (answer.code, answer.fatal) == (vector["error"], False)
+        assert answer.message.isprintable()
+
+
+def test_names_cover_every_look_alike_and_invisible_name_of_the_issue() -> None:
+    by_name = {(v["member"], v["name"]): v["error"] for v in document("names.json")["vectors"]}
+    assert by_name[("alice", "\u0430lice")] == ErrorCode.NAME_TAKEN
+    for name in ("alice\ufe0f", "alice\u034f", "\u3164", "\u2800", "\uffa0", "\u115f", "\u1160"):
+        assert by_name[(None, name)] == ErrorCode.NAME_INVALID, ascii(name)
+    invalid = {bytes.fromhex(v["hex"]) for v in document("invalid.json")["vectors"]}
+    for name in ("alice\ufe0f", "alice\u034f", "\u3164", "\u2800", "\uffa0"):
+        for codec in CodecName:
+            assert encode_message(get_codec(codec), Hello(name)) in invalid, (codec, ascii(name))
