@@ -161,7 +161,7 @@ class MsgpackCodec:
             if bytes(payload[:2]) not in _PICKLE_PREFIXES:
                 hint = ""
             # A decoder's complaint can quote the input; it is logged, so it is escaped (§14.3).
-            complaint = escape(str(exc) or type(exc).__name__, 160)
+            complaint = escape(str(exc) or type(exc).__name__)
             raise RemoteProtocolError(
                 ErrorCode.BAD_PAYLOAD, f"not a msgpack value: {complaint}{hint}"
             ) from None
@@ -345,7 +345,7 @@ class PickleCodec:
             # UnpicklingError, EOFError, ValueError, UnicodeDecodeError, MemoryError on absurd
             # LONG4 lengths, ... : every one is the peer's bad payload.
             # Messages like "invalid load key, '\x1b'" quote the input raw: escaped (§14.3).
-            complaint = escape(str(exc) or type(exc).__name__, 160)
+            complaint = escape(str(exc) or type(exc).__name__)
             raise RemoteProtocolError(
                 ErrorCode.BAD_PAYLOAD, f"not an acceptable pickle: {complaint}"
             ) from None
