@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import protocol.names
 import protocol.server.room
 from protocol import FrameDecoder, encode_frame
 from protocol.constants import FATAL, MAX_WIRE_LENGTH, ErrorCode
@@ -133,6 +134,24 @@ def _no_fanout() -> None:
 
 def _ignores_name_collision() -> None:
     setattr(protocol.server.room, "name_key", lambda name: unicodedata.normalize("NFKC", name))  # noqa: B010
+    setattr(protocol.server.room, "name_skeleton", lambda name: unicodedata.normalize("NFKC", name))  # noqa: B010
+
+
+def _ignores_look_alikes() -> None:
+    setattr(protocol.server.room, "name_skeleton", protocol.names.name_key)  # noqa: B010
+
+
+def _first_name_rules() -> None:
+    # The rules of the first text of §6.1: categories only, no PRECIS profile.
+    def problem(name: str) -> str | None:
+        categories = {"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"}
+        if not 1 <= len(name) <= 32 or "@" in name:
+            return "refused"
+        if any(char.isspace() or unicodedata.category(char) in categories for char in name):
+            return "refused"
+        return None
+
+    setattr(protocol.server.room, "name_problem", problem)  # noqa: B010
 
 
 def _nonfatal_bad_payload() -> None:
@@ -210,6 +229,18 @@ MUTANTS: dict[str, Mutant] = {
             "compares names without case folding",
             ("NAME-TAKEN-*",),
             _ignores_name_collision,
+        ),
+        Mutant(
+            "ignores_look_alikes",
+            "compares names without their confusable skeletons",
+            ("NAME-TAKEN-CONFUSABLE",),
+            _ignores_look_alikes,
+        ),
+        Mutant(
+            "first_name_rules",
+            "checks names by category only, without the PRECIS profile",
+            ("NAME-INVISIBLE", "NAME-SYMBOL-COMPAT", "NAME-AT"),
+            _first_name_rules,
         ),
         Mutant(
             "nonfatal_bad_payload",

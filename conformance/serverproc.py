@@ -168,16 +168,36 @@ class ServerProcess:
 
     def rss_kib(self) -> int | None:
         """Resident set size of the server process (Linux), for memory checks."""
+        return self._status_kib("VmRSS:")
+
+    def peak_rss_kib(self) -> int | None:
+        """The largest resident set size the server process has had (Linux): what a burst cost."""
+        return self._status_kib("VmHWM:")
+
+    def _status_kib(self, field: str) -> int | None:
         if self.process is None:
             return None
         try:
             with open(f"/proc/{self.process.pid}/status", encoding="ascii") as status:
                 for line in status:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(field):
                         return int(line.split()[1])
         except OSError:
             return None
         return None
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the server process has used, user and system (Linux), for cost checks."""
+        if self.process is None:
+            return None
+        try:
+            with open(f"/proc/{self.process.pid}/stat", encoding="ascii") as stat:
+                # The command name, field 2, is in parentheses and may hold spaces.
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        # utime and stime are fields 14 and 15 of the file, 12 and 13 after the name.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def open_fds(self) -> int | None:
         """Open descriptors of the server process (Linux), for leak checks."""

@@ -13,7 +13,7 @@ from importlib.resources.abc import Traversable
 from typing import Any
 
 #: The vector files, in the order the spec lists them.
-VECTOR_FILES = ("frames.json", "messages.json", "invalid.json")
+VECTOR_FILES = ("frames.json", "messages.json", "invalid.json", "names.json")
 
 
 def vectors_directory() -> Traversable:
@@ -22,7 +22,7 @@ def vectors_directory() -> Traversable:
 
 
 def load_vectors(name: str) -> list[dict[str, Any]]:
-    """The vectors of one file (``frames.json``, ``messages.json``, ``invalid.json``)."""
+    """The vectors of one file (``frames.json``, ``messages.json``, ``invalid.json``, ``names.json``)."""
     document = json.loads((vectors_directory() / name).read_text(encoding="utf-8"))
     vectors: list[dict[str, Any]] = document["vectors"]
     return vectors

@@ -14,6 +14,7 @@ reachable with short inputs. The targets are deterministic and keep no state bet
 from __future__ import annotations
 
 import logging
+import pickletools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -53,6 +54,7 @@ from protocol import (
     encode_frame,
     encode_message,
     from_wire,
+    get_codec,
     parse_frame,
 )
 from protocol.constants import (
@@ -235,16 +237,81 @@ def _decode_as_message(codec: Codec, value: Any, accepted: dict[str, type[Messag
     check(again == message, f"{message!r} came back as {again!r}")
 
 
+#: The value limit of the codecs below: small, so that fuzz inputs cross it (§4.2 rule 9, §4.3 rule 8).
+OBJECTS: Final = 8
+
+
+def _msgpack_values(value: Any) -> int:
+    """How many msgpack values ``value`` was decoded from: itself, each key and item, at any depth."""
+    count = 0
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        count += 1
+        if type(item) is dict:
+            count += len(item)  # the keys: str or bytes, each one value
+            pending.extend(item.values())
+        elif type(item) is list:
+            pending.extend(item)
+    return count
+
+
+def _holds_map(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if type(item) is dict:
+            return True
+        if type(item) is list:
+            pending.extend(item)
+    return False
+
+
+def _count_note(value: Any) -> str:
+    return f"a payload of {_msgpack_values(value)} decoded values and no map, over {OBJECTS}"
+
+
+def _check_limited(codec: Codec, data: bytes, value: Any) -> None:
+    """A codec with a value limit decodes ``data`` (which decodes without one) if and only if
+    it holds at most the limit: opcodes for pickle, values for msgpack."""
+    limited = get_codec(codec.name, max_objects=OBJECTS)
+    if codec.name == "pickle":
+        within: bool | None = sum(1 for _ in pickletools.genops(data)) <= OBJECTS
+    else:
+        count = _msgpack_values(value)
+        # A map that repeats a key decodes to fewer values than the payload holds, so only
+        # "over" is certain from the decoded value.
+        within = False if count > OBJECTS else None
+    try:
+        limited.decode(data)
+    except RemoteProtocolError as exc:
+        check(exc.code is ErrorCode.BAD_PAYLOAD, f"the limited {codec.name} raised {exc!r}")
+        check(within is not True, f"the limited {codec.name} refused a payload within {OBJECTS}: {exc!r}")
+        # Refused with fewer decoded values than the limit: only repeated keys can explain it.
+        check(within is False or _holds_map(value), f"msgpack refused {_count_note(value)}")
+        _check_error_fits(codec, exc)
+        return
+    check(within is not False, f"the limited {codec.name} decoded a payload over {OBJECTS}")
+
+
 def fuzz_codecs(data: bytes) -> None:
-    """``data`` as one payload, decoded by both codecs and read as a message of either direction."""
+    """``data`` as one payload, decoded by both codecs and read as a message of either direction;
+    with a value limit, decoded exactly when it holds no more values than the limit."""
     for codec in _codecs():
         try:
             value = codec.decode(data)
         except RemoteProtocolError as exc:
             check(exc.code is ErrorCode.BAD_PAYLOAD, f"{codec.name} decode raised {exc!r}")
             _check_error_fits(codec, exc)
+            refused = False
+            try:
+                get_codec(codec.name, max_objects=OBJECTS).decode(data)
+            except RemoteProtocolError:
+                refused = True
+            check(refused, f"the limited {codec.name} decoded what the unlimited one refused")
             continue
         _check_plain(value, codec)
+        _check_limited(codec, data, value)
         _decode_as_message(codec, value, CLIENT_MESSAGES)
         _decode_as_message(codec, value, SERVER_MESSAGES)
 

@@ -3,6 +3,10 @@
 A codec only turns bytes into plain Python values; whether those values form a message is
 for :mod:`protocol.messages` to say. Every decoding failure leaves as a
 :class:`RemoteProtocolError` with code ``bad_payload``.
+
+A codec made with ``max_objects`` (a server's, for client payloads: ``MAX_PAYLOAD_OBJECTS``)
+refuses a payload holding more values than that before it builds any of them, so a frame
+costs its decoder at most that many objects however small each one is.
 """
 
 from __future__ import annotations
@@ -10,18 +14,22 @@ from __future__ import annotations
 import io
 import pickle
 import pickletools
+from collections.abc import Iterator
 from typing import Any, ClassVar, Protocol
 
 import msgpack
 
 from .constants import CodecName, ErrorCode
 from .errors import LocalProtocolError, RemoteProtocolError
+from .logtext import escape
 
 
 class Codec(Protocol):
     """Turns one payload into one value and back."""
 
     name: CodecName
+    #: Payloads holding more values are refused unbuilt; ``None``: only the length bounds them.
+    max_objects: int | None
 
     def encode(self, value: dict[str, Any]) -> bytes: ...
 
@@ -56,6 +64,58 @@ _SCALARS = (str, int, float, bool, type(None), bytes)
 _EXT_TYPE_MINUS_ONE = 0xFF
 
 
+def _msgpack_sizes() -> list[tuple[int, int]]:
+    """Per first octet: the octets of the value's head, and how many of them that follow the
+    first octet give the length of a body after the head (0: none). A container's head is
+    its first octet and count; its items follow as values of their own."""
+    sizes = [(1, 0)] * 256  # fixints, nil, booleans and c1 (which unpackb then refuses)
+    for octet in range(0x80, 0xA0):
+        sizes[octet] = (1, 0)  # fixmap, fixarray
+    for octet in range(0xA0, 0xC0):
+        sizes[octet] = (1 + (octet & 0x1F), 0)  # fixstr
+    for octet, head, length in (
+        (0xC4, 2, 1), (0xC5, 3, 2), (0xC6, 5, 4),  # bin 8/16/32
+        (0xC7, 3, 1), (0xC8, 4, 2), (0xC9, 6, 4),  # ext 8/16/32: length, then the type octet
+        (0xCA, 5, 0), (0xCB, 9, 0),  # float 32/64
+        (0xCC, 2, 0), (0xCD, 3, 0), (0xCE, 5, 0), (0xCF, 9, 0),  # uint 8..64
+        (0xD0, 2, 0), (0xD1, 3, 0), (0xD2, 5, 0), (0xD3, 9, 0),  # int 8..64
+        (0xD4, 3, 0), (0xD5, 4, 0), (0xD6, 6, 0), (0xD7, 10, 0), (0xD8, 18, 0),  # fixext
+        (0xD9, 2, 1), (0xDA, 3, 2), (0xDB, 5, 4),  # str 8/16/32
+        (0xDC, 3, 0), (0xDD, 5, 0), (0xDE, 3, 0), (0xDF, 5, 0),  # array 16/32, map 16/32
+    ):  # fmt: skip
+        sizes[octet] = (head, length)
+    return sizes
+
+
+_MSGPACK_SIZES = _msgpack_sizes()
+
+
+def msgpack_objects_over(payload: bytes, limit: int) -> bool:
+    """Whether ``payload`` holds more than ``limit`` msgpack values, counted without building any.
+
+    Every value, map keys and containers included, starts with one head; a walk from head to
+    head, skipping string and binary bodies, counts them and stops at ``limit + 1``. Each value
+    takes at least one octet, so a payload of at most ``limit`` octets needs no walk. What the
+    walk does not understand (a length past the end, c1) is left to the decoder to refuse.
+    """
+    end = len(payload)
+    if end <= limit:
+        return False
+    sizes = _MSGPACK_SIZES
+    position = 0
+    count = 0
+    while position < end:
+        count += 1
+        if count > limit:
+            return True
+        head, length = sizes[payload[position]]
+        if length:
+            position += head + int.from_bytes(payload[position + 1 : position + 1 + length], "big")
+        else:
+            position += head
+    return False
+
+
 def _reject_timestamps(value: Any) -> None:
     # The timestamp extension (type -1) is decoded by msgpack itself and never reaches
     # ext_hook, so it is looked for here. Iterative: nesting may be up to msgpack's own limit.
@@ -75,8 +135,9 @@ class MsgpackCodec:
 
     name = CodecName.MSGPACK
 
-    def __init__(self) -> None:
+    def __init__(self, max_objects: int | None = None) -> None:
         self._packer = msgpack.Packer(use_bin_type=True)
+        self.max_objects = max_objects
 
     def encode(self, value: dict[str, Any]) -> bytes:
         try:
@@ -95,6 +156,11 @@ class MsgpackCodec:
         return data
 
     def decode(self, payload: bytes) -> Any:
+        limit = self.max_objects
+        if limit is not None and msgpack_objects_over(payload, limit):
+            raise RemoteProtocolError(
+                ErrorCode.BAD_PAYLOAD, f"the payload holds more than {limit} msgpack values"
+            )
         try:
             # max_*_len default to len(payload), so no length in the payload can over-allocate.
             value = msgpack.unpackb(
@@ -109,8 +175,10 @@ class MsgpackCodec:
             hint = " (the payload looks like pickle: is the peer using the pickle codec?)"
             if not looks_like_pickle(payload):
                 hint = ""
+            # A decoder's complaint can quote the input; it is logged, so it is escaped (§14.3).
+            complaint = escape(str(exc) or type(exc).__name__)
             raise RemoteProtocolError(
-                ErrorCode.BAD_PAYLOAD, f"not a msgpack value: {str(exc) or type(exc).__name__}{hint}"
+                ErrorCode.BAD_PAYLOAD, f"not a msgpack value: {complaint}{hint}"
             ) from None
         return value
 
@@ -125,6 +193,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         # Truncated: the names come from the peer and the error quoting them must fit one frame.
+        # PickleCodec.decode escapes the message, as every complaint quoting the input (§14.3).
         raise pickle.UnpicklingError(f"global {module[:64]}.{name[:64]} is forbidden")
 
     def persistent_load(self, pid: Any) -> Any:
@@ -180,9 +249,26 @@ def _underflow() -> pickle.UnpicklingError:
     return pickle.UnpicklingError("stack underflow")
 
 
-def _scan(payload: bytes) -> None:
+def _opcodes(payload: bytes, limit: int | None) -> Iterator[tuple[pickletools.OpcodeInfo, Any]]:
+    """The opcodes of ``payload`` with their arguments, read one at a time; raises on reading
+    opcode ``limit + 1``, so a long pickle is refused after ``limit`` opcodes, not read whole."""
+    # Every opcode takes at least one octet: a payload of at most ``limit`` octets is within it.
+    if limit is None or len(payload) <= limit:
+        for opcode, argument, _ in pickletools.genops(payload):
+            yield opcode, argument
+        return
+    for count, (opcode, argument, _) in enumerate(pickletools.genops(payload), 1):
+        if count > limit:
+            raise pickle.UnpicklingError(f"the pickle has more than {limit} opcodes")
+        yield opcode, argument
+
+
+def _scan(payload: bytes, max_opcodes: int | None = None) -> None:
     """Refuse, before anything is built, the pickles that would cost far more than their size.
 
+    - More than ``max_opcodes`` opcodes: each builds at most one object, so a pickle of a few
+      values has few opcodes, while 1 MiB of ``EMPTY_SET`` builds a million sets. The scan
+      stops reading at the first opcode over the limit.
     - A memo index at or beyond the payload length: the C unpickler grows its memo table to
       twice the largest PUT index and clears every slot, so ``4e 72 ff ff ff 0f`` alone
       would touch gigabytes. A pickle stores fewer objects than it has bytes.
@@ -198,7 +284,7 @@ def _scan(payload: bytes) -> None:
     stack: list[int] = []
     marks: list[int] = []  # where the marks are in ``stack``
     memo: dict[Any, int] = {}
-    for opcode, argument, _ in pickletools.genops(payload):
+    for opcode, argument in _opcodes(payload, max_opcodes):
         name = opcode.name
         fence = marks[-1] + 1 if marks else 0  # objects below it are out of reach
         if name in _READ_TOP:
@@ -258,13 +344,17 @@ class PickleCodec:
     name = CodecName.PICKLE
     PROTOCOL: ClassVar[int] = 2
 
+    def __init__(self, max_objects: int | None = None) -> None:
+        #: For pickle, the limit counts opcodes: each builds at most one object (§4.3 rule 8).
+        self.max_objects = max_objects
+
     def encode(self, value: dict[str, Any]) -> bytes:
         return pickle.dumps(value, protocol=self.PROTOCOL)
 
     def decode(self, payload: bytes) -> Any:
         stream = io.BytesIO(payload)
         try:
-            _scan(payload)
+            _scan(payload, self.max_objects)
             value = RestrictedUnpickler(stream).load()
         except Exception as exc:
             # UnpicklingError, EOFError, ValueError, UnicodeDecodeError, MemoryError on absurd
@@ -272,17 +362,23 @@ class PickleCodec:
             hint = " (the payload looks like msgpack: is the peer using the msgpack codec?)"
             if not looks_like_msgpack(payload):
                 hint = ""
-            message = f"not an acceptable pickle: {exc}{hint}"
+            # Messages like "invalid load key, '\x1b'" quote the input raw: escaped (§14.3).
+            complaint = escape(str(exc) or type(exc).__name__)
+            message = f"not an acceptable pickle: {complaint}{hint}"
             raise RemoteProtocolError(ErrorCode.BAD_PAYLOAD, message) from None
         if stream.tell() != len(payload):
             raise RemoteProtocolError(ErrorCode.BAD_PAYLOAD, "bytes after the pickle's STOP opcode")
         return value
 
 
-def get_codec(name: str) -> Codec:
-    """The codec registered under ``name`` (a :class:`CodecName` value)."""
+def get_codec(name: str, *, max_objects: int | None = None) -> Codec:
+    """The codec registered under ``name`` (a :class:`CodecName` value).
+
+    A server decodes client payloads with ``max_objects=MAX_PAYLOAD_OBJECTS`` (§4.2 rule 9,
+    §4.3 rule 8); a client leaves it ``None``, since a roster holds several values per member.
+    """
     if name == CodecName.MSGPACK:
-        return MsgpackCodec()
+        return MsgpackCodec(max_objects)
     if name == CodecName.PICKLE:
-        return PickleCodec()
+        return PickleCodec(max_objects)
     raise ValueError(f"unknown codec {name!r}; expected one of {[c.value for c in CodecName]}")

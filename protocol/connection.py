@@ -21,6 +21,7 @@ from .codecs import Codec, MsgpackCodec
 from .constants import DEFAULT_MAX_FRAME, HEADER_SIZE, ErrorCode
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .frame import FrameDecoder, encode_frame
+from .logtext import escape
 from .messages import (
     CLIENT_MESSAGES,
     SERVER_MESSAGES,
@@ -184,7 +185,8 @@ class Connection:
                 kind: str = value["type"]
                 verdict = rule(SERVER_RECEIVES, self.state, kind)
                 if verdict.refuse is not None:
-                    raise RemoteProtocolError(verdict.refuse, verdict.why.format(type=repr(kind[:64])))
+                    why = verdict.why.format(type=f"'{escape(kind, 64)}'")
+                    raise RemoteProtocolError(verdict.refuse, why)
             return from_wire(value, self._accepted)
         message = from_wire(value, self._accepted)
         verdict = rule(CLIENT_RECEIVES, self.state, _event(message))

@@ -21,6 +21,12 @@ DEFAULT_MAX_FRAME: Final = 1 << 20
 #: A server must be able to send its own welcome and errors, so it refuses smaller limits.
 MIN_MAX_FRAME: Final = 1024
 
+#: Values a server decodes from one client payload at most (§4.2 rule 9, §4.3 rule 8): every
+#: client message is a handful (hello is 5), yet a 1 MiB frame of one-octet empty arrays would
+#: build a million. Redis likewise refuses a command of more than 10 arguments from a client
+#: that has not authenticated ("unauthenticated multibulk length").
+MAX_PAYLOAD_OBJECTS: Final = 4096
+
 #: Seconds from accept until a hello must have been accepted (§7.2).
 DEFAULT_HELLO_TIMEOUT: Final = 10.0
 #: Bytes queued for one client before it is cut off as a slow consumer (§10).

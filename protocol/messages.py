@@ -13,6 +13,7 @@ from typing import Any, ClassVar, get_type_hints
 
 from .constants import ErrorCode
 from .errors import LocalProtocolError, RemoteProtocolError
+from .logtext import escape
 
 _Check = Callable[[Any], bool]
 
@@ -268,7 +269,7 @@ def from_wire(value: Any, accepted: Mapping[str, type[Message]]) -> Message:
         raise RemoteProtocolError(ErrorCode.BAD_MESSAGE, "payload has no string 'type'")
     cls = accepted.get(kind)
     if cls is None:
-        raise RemoteProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:64]!r}")
+        raise RemoteProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type '{escape(kind, 64)}'")
     if cls._PLAIN:
         # Every type but roster: the fields as they are, in order.
         try:

@@ -14,12 +14,14 @@ from .constants import (
     DEFAULT_HELLO_TIMEOUT,
     DEFAULT_MAX_FRAME,
     DEFAULT_MAX_OUTPUT_BUFFER,
+    MAX_PAYLOAD_OBJECTS,
     MAX_PORT,
     MAX_TIMEOUT,
     MAX_WIRE_LENGTH,
     MIN_MAX_FRAME,
     CodecName,
 )
+from .logtext import OneLineFormatter
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +37,8 @@ class ServerOptions:
     log_level: str = "INFO"
 
     def make_codec(self) -> Codec:
-        return get_codec(self.codec)
+        """The server's codec: it decodes client payloads, so it counts their values (§4.2, §4.3)."""
+        return get_codec(self.codec, max_objects=MAX_PAYLOAD_OBJECTS)
 
 
 def _integer(text: str) -> int:
@@ -144,8 +147,10 @@ def parse_server_options(prog: str, description: str, argv: Sequence[str] | None
 
 
 def configure_logging(options: ServerOptions) -> None:
-    """Log to stderr; warn when the operator opted into pickle (§4.3)."""
-    logging.basicConfig(level=options.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Log to stderr, one line per record (§14.3); warn when the operator opted into pickle (§4.3)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=options.log_level, handlers=[handler])
     if options.codec is CodecName.PICKLE:
         logging.getLogger("protocol.server").warning(
             "pickle codec enabled: only serve peers you trust (spec §4.3)"

@@ -122,6 +122,7 @@ class _Transparent:
     """A codec stand-in that turns every payload into a hello naming the payload's hex."""
 
     name = CodecName.MSGPACK
+    max_objects: int | None = None
 
     def encode(self, value: dict[str, Any]) -> bytes:
         raise AssertionError("not for sending")

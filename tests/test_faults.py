@@ -43,7 +43,8 @@ from protocol import (
     encode_message,
     get_codec,
 )
-from protocol.constants import CLOSE_LINGER, DEFAULT_MAX_FRAME, SHUTDOWN_FLUSH_TIMEOUT
+from protocol.constants import CLOSE_LINGER, DEFAULT_MAX_FRAME, SHUTDOWN_FLUSH_TIMEOUT, CodecName
+from protocol.options import ServerOptions
 from protocol.server import ServerCore
 from protocol.server.memory import MemoryServer
 from protocol.serving import server_name
@@ -524,5 +525,5 @@ def test_each_server_answers_hostile_input_byte_for_byte_as_its_core(impl: str, 
     inputs = hostile_inputs(codec, 100)
     with running(impl, *QUIET, "--codec", codec) as server:
         for data in inputs:
-            expected = core_answer(impl, get_codec(codec), data)
+            expected = core_answer(impl, ServerOptions(codec=CodecName(codec)).make_codec(), data)
             assert server_answer(server.address, data) == expected, data.hex()

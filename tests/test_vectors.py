@@ -18,6 +18,7 @@ from protocol import (
     FRAME,
     NEED_DATA,
     SERVER_MESSAGES,
+    Codec,
     Connection,
     ConnectionClosed,
     Error,
@@ -33,7 +34,16 @@ from protocol import (
     get_codec,
     parse_frame,
 )
-from protocol.constants import DEFAULT_MAX_FRAME, FATAL, HEADER_SIZE, PROTOCOL_VERSION, CodecName, ErrorCode
+from protocol.constants import (
+    DEFAULT_MAX_FRAME,
+    FATAL,
+    HEADER_SIZE,
+    MAX_PAYLOAD_OBJECTS,
+    PROTOCOL_VERSION,
+    CodecName,
+    ErrorCode,
+)
+from protocol.names import name_key, name_problem, name_skeleton
 from protocol.server import Close, Room, Send, ServerRules
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +55,7 @@ SCHEMAS: dict[str, set[str]] = {
     "frames.json": {"id", "description", "stream", "payloads", "error", "max_frame", "eof", "clean"},
     "messages.json": {"id", "codec", "direction", "message", "hex"},
     "invalid.json": {"id", "codec", "state", "hex", "error", "fatal", "description"},
+    "names.json": {"id", "description", "member", "name", "error", "key", "skeleton"},
 }
 
 
@@ -207,6 +218,7 @@ class _Transparent:
     """Turns each payload into a hello naming its hex, to watch framing through a Connection."""
 
     name = CodecName.MSGPACK
+    max_objects: int | None = None
 
     def encode(self, value: dict[str, Any]) -> bytes:
         raise AssertionError("not for sending")
@@ -278,8 +290,13 @@ def test_message_vector_through_both_ends_of_a_connection(vector: dict[str, Any]
 # --- invalid.json -------------------------------------------------------------------------------------
 
 
+def server_codec(vector: dict[str, Any]) -> Codec:
+    """The codec a server decodes client payloads with: it counts their values (§4.2, §4.3)."""
+    return get_codec(vector["codec"], max_objects=MAX_PAYLOAD_OBJECTS)
+
+
 def server_connection(vector: dict[str, Any]) -> Connection:
-    codec = get_codec(vector["codec"])
+    codec = server_codec(vector)
     connection = Connection(Role.SERVER, codec=codec)
     if vector["state"] == "active":
         connection.receive_data(encode_message(codec, ALICE))
@@ -329,7 +346,7 @@ def test_invalid_vector_fed_one_byte_at_a_time_to_a_server_connection(vector: di
 
 @pytest.mark.parametrize("vector", vectors("invalid.json"))
 def test_invalid_vector_through_the_server_rules(vector: dict[str, Any]) -> None:
-    codec = get_codec(vector["codec"])
+    codec = server_codec(vector)
     core = ServerRules(codec, server_name="test/1")
     client = 1
     core.connect(client, "192.0.2.1")
@@ -352,3 +369,59 @@ def test_invalid_vector_through_the_server_rules(vector: dict[str, Any]) -> None
     else:
         assert closes == []
         assert client in core
+
+
+# --- names.json ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vector", vectors("names.json"))
+def test_names_vector_against_the_room_and_the_keys(vector: dict[str, Any]) -> None:
+    room: Room[int] = Room()
+    if vector["member"] is not None:
+        room.join(1, vector["member"], "192.0.2.1")
+    name = vector["name"]
+    if vector["error"] is None:
+        assert room.join(2, name, "192.0.2.2").name == name
+    else:
+        with pytest.raises(RemoteProtocolError) as info:
+            room.join(2, name, "192.0.2.2")
+        assert (info.value.code, info.value.fatal) == (vector["error"], False)
+    if vector["error"] == ErrorCode.NAME_INVALID:
+        assert name_problem(name) is not None
+        assert (vector["key"], vector["skeleton"]) == (None, None)
+    else:
+        assert name_problem(name) is None
+        assert (name_key(name), name_skeleton(name)) == (vector["key"], vector["skeleton"])
+
+
+@pytest.mark.parametrize("codec", list(CodecName))
+@pytest.mark.parametrize("vector", vectors("names.json"))
+def test_names_vector_through_the_server_rules(vector: dict[str, Any], codec: CodecName) -> None:
+    server = get_codec(codec, max_objects=MAX_PAYLOAD_OBJECTS)
+    core = ServerRules(server, server_name="test/1")
+    if vector["member"] is not None:
+        member = 1
+        core.connect(member, "192.0.2.1")
+        core.receive(member, encode_message(server, Hello(vector["member"])))
+    client = 2
+    core.connect(client, "192.0.2.2")
+    actions = core.receive(client, encode_message(server, Hello(vector["name"])))
+    [reply] = [a for a in actions if isinstance(a, Send) and list(a.to) == [client] and a.exclude is None]
+    answer = from_wire(server.decode(parse_frame(reply.data)), SERVER_MESSAGES)
+    if vector["error"] is None:
+        assert isinstance(answer, Welcome) and answer.name == vector["name"]
+    else:
+        assert isinstance(answer, Error)
+        assert (answer.code, answer.fatal) == (vector["error"], False)
+        assert answer.message.isprintable()
+
+
+def test_names_cover_every_look_alike_and_invisible_name_of_the_issue() -> None:
+    by_name = {(v["member"], v["name"]): v["error"] for v in document("names.json")["vectors"]}
+    assert by_name[("alice", "\u0430lice")] == ErrorCode.NAME_TAKEN
+    for name in ("alice\ufe0f", "alice\u034f", "\u3164", "\u2800", "\uffa0", "\u115f", "\u1160"):
+        assert by_name[(None, name)] == ErrorCode.NAME_INVALID, ascii(name)
+    invalid = {bytes.fromhex(v["hex"]) for v in document("invalid.json")["vectors"]}
+    for name in ("alice\ufe0f", "alice\u034f", "\u3164", "\u2800", "\uffa0"):
+        for codec in CodecName:
+            assert encode_message(get_codec(codec), Hello(name)) in invalid, (codec, ascii(name))

@@ -39,12 +39,14 @@ from protocol import (  # noqa: E402
 from protocol.constants import (  # noqa: E402
     DEFAULT_MAX_FRAME,
     FATAL,
+    MAX_PAYLOAD_OBJECTS,
     MAX_WIRE_LENGTH,
     MIN_MAX_FRAME,
     SHUTDOWN_REASON,
     CodecName,
     ErrorCode,
 )
+from protocol.names import name_key, name_skeleton  # noqa: E402
 
 VERSION = 1
 DEFAULT_OUT = REPOSITORY / "spec" / "vectors"
@@ -206,7 +208,9 @@ def frame_vectors() -> list[Vector]:
 # object identity, so equal strings could be written once or twice (spec §15.2).
 C2S: list[tuple[str, dict[str, Any]]] = [
     ("hello", {"type": "hello", "name": "alice"}),
-    ("hello-emoji-name", {"type": "hello", "name": "\U0001f98abob"}),
+    # A code point outside the BMP (U+20B9F, a CJK ideograph): four octets of UTF-8. (An emoji
+    # was used until §6.1 took the PRECIS profile, which refuses symbols.)
+    ("hello-astral-name", {"type": "hello", "name": "\U00020b9fbob"}),
     ("hello-combining-mark-name", {"type": "hello", "name": "Zoe\u0308"}),
     ("hello-cjk-name", {"type": "hello", "name": "\u674e\u5c0f\u9f8d"}),
     ("say", {"type": "say", "text": "hello, world"}),
@@ -245,7 +249,7 @@ def _s2c(codec: CodecName) -> list[tuple[str, dict[str, Any]]]:
             "welcome-ipv6-small-max-frame",
             {
                 "type": "welcome",
-                "name": "\U0001f98abob",
+                "name": "\U00020b9fbob",
                 "host": "::1",
                 "clients": 2,
                 "max_frame": MIN_MAX_FRAME,
@@ -468,6 +472,30 @@ PICKLE_FINDINGS: list[tuple[str, bytes, str]] = [
 ]
 
 
+# §4.2 rule 9 and §4.3 rule 8: a payload of MAX_PAYLOAD_OBJECTS values (or opcodes) is decoded,
+# one more is refused unbuilt. Each is the smallest shape of the attack: one-octet empty arrays.
+OVER = MAX_PAYLOAD_OBJECTS + 1
+
+
+def _mp_empty_arrays(count: int) -> bytes:
+    """An array 32 holding ``count`` empty arrays: ``count + 1`` values."""
+    return b"\xdd" + count.to_bytes(4, "big") + b"\x90" * count
+
+
+def _mp_with_empty_arrays(message: dict[str, str], values: int) -> bytes:
+    """``message`` with an unknown field x, an array of empty arrays: ``values`` values in all."""
+    heads = 1 + 2 * (len(message) + 1)  # the map, then each key and value (x's array included)
+    count = values - heads
+    head = _mp({**message, "x": []})[: -len(_mp([]))]  # the map up to x's value
+    return head + b"\xdc" + count.to_bytes(2, "big") + b"\x90" * count
+
+
+def _pickle_empty_lists(count: int) -> bytes:
+    """PROTO 2, a list of ``count`` empty lists (MARK, EMPTY_LIST each, APPENDS), STOP:
+    ``count + 5`` opcodes."""
+    return PROTO2 + b"](" + b"]" * count + b"e."
+
+
 class Case(NamedTuple):
     """One invalid.json entry before rendering."""
 
@@ -509,6 +537,155 @@ def _holds_bytes(value: Any) -> bool:
     if isinstance(value, list):
         return any(_holds_bytes(item) for item in value)
     return False
+
+
+# --- names.json: the name profile and comparison of §6 ------------------------------------------
+
+# (slug, name, description, outcome): outcome "valid", or "refused-in-invalid" (also an
+# invalid.json vector in both codecs), or "refused".
+NAME_CASES: list[tuple[str, str, str, str]] = [
+    (
+        "variation-selector-16",
+        "alice\ufe0f",
+        "alice then U+FE0F VARIATION SELECTOR-16.",
+        "refused-in-invalid",
+    ),
+    (
+        "combining-grapheme-joiner",
+        "alice\u034f",
+        "alice then U+034F COMBINING GRAPHEME JOINER (Mn, default ignorable).",
+        "refused-in-invalid",
+    ),
+    (
+        "hangul-filler-only",
+        "\u3164",
+        "Only U+3164 HANGUL FILLER (Lo, default ignorable).",
+        "refused-in-invalid",
+    ),
+    ("braille-blank-only", "\u2800", "Only U+2800 BRAILLE PATTERN BLANK (So).", "refused-in-invalid"),
+    (
+        "halfwidth-hangul-filler-only",
+        "\uffa0",
+        "Only U+FFA0 HALFWIDTH HANGUL FILLER: width mapping makes it U+1160, an old jamo filler.",
+        "refused-in-invalid",
+    ),
+    ("hangul-filler-in-name", "al\u3164ice", "U+3164 HANGUL FILLER inside alice.", "refused"),
+    ("choseong-filler-only", "\u115f", "Only U+115F HANGUL CHOSEONG FILLER.", "refused"),
+    ("jungseong-filler-only", "\u1160", "Only U+1160 HANGUL JUNGSEONG FILLER.", "refused"),
+    ("variation-selector-1", "alice\ufe00", "alice then U+FE00 VARIATION SELECTOR-1.", "refused"),
+    (
+        "variation-selector-17",
+        "alice\U000e0100",
+        "alice then U+E0100 VARIATION SELECTOR-17 (supplementary).",
+        "refused",
+    ),
+    ("tag-character", "alice\U000e0041", "alice then U+E0041 TAG LATIN CAPITAL LETTER A.", "refused"),
+    ("word-joiner", "al\u2060ice", "U+2060 WORD JOINER (Cf) inside alice.", "refused"),
+    ("ligature", "\ufb01le", "U+FB01 LATIN SMALL LIGATURE FI: a compatibility form.", "refused"),
+    ("superscript", "x\u00b2", "U+00B2 SUPERSCRIPT TWO: a compatibility form.", "refused"),
+    ("emoji", "\U0001f600", "U+1F600 GRINNING FACE: a symbol.", "refused"),
+    (
+        "fullwidth-at",
+        "alice\uff20host",
+        "U+FF20 FULLWIDTH COMMERCIAL AT: its PRECIS form is @ (rule 3).",
+        "refused",
+    ),
+    (
+        "mixed-direction",
+        "\u0639\u0644\u064a" + "abc",
+        "Arabic letters then Latin abc: the Bidi Rule (RFC 5893) refuses L in a right-to-left name.",
+        "refused",
+    ),
+    ("latin", "alice", "Plain ASCII.", "valid"),
+    ("accented", "Zo\u00eb", "Zo\u00eb, precomposed.", "valid"),
+    ("combining-mark", "e\u0301clair", "e, U+0301 COMBINING ACUTE ACCENT, clair.", "valid"),
+    ("cjk", "\u674e\u5c0f\u9f8d", "Three CJK ideographs.", "valid"),
+    ("arabic", "\u0627\u0644\u0639\u0631\u0628\u064a\u0629", "Arabic letters only.", "valid"),
+    (
+        "fullwidth-latin",
+        "\uff21\uff2c\uff29\uff23\uff25",
+        "Fullwidth ALICE: width mapping allows it.",
+        "valid",
+    ),
+    ("punctuation-ascii", "a-b_c.d", "ASCII punctuation is allowed.", "valid"),
+]
+
+# (slug, member, name, error, description): while member is present, hello{name} is refused
+# with error, or welcomed when error is None.
+NAME_PAIRS: list[tuple[str, str, str, ErrorCode | None, str]] = [
+    (
+        "cyrillic-a",
+        "alice",
+        "\u0430lice",
+        ErrorCode.NAME_TAKEN,
+        "Cyrillic U+0430 for the Latin a: equal skeletons.",
+    ),
+    (
+        "cyrillic-paypal",
+        "paypal",
+        "\u0440\u0430\u0443\u0440\u0430l",
+        ErrorCode.NAME_TAKEN,
+        "Cyrillic U+0440, U+0430, U+0443 for p, a, y: equal skeletons.",
+    ),
+    ("greek-omicron", "bob", "b\u03bfb", ErrorCode.NAME_TAKEN, "Greek U+03BF for the Latin o."),
+    (
+        "capital-i-for-l",
+        "lvan",
+        "IVAN",
+        ErrorCode.NAME_TAKEN,
+        "I looks like l: the skeleton is taken before folding.",
+    ),
+    ("digit-zero", "bob", "b0b", ErrorCode.NAME_TAKEN, "0 has the prototype O, which folds to o."),
+    ("m-for-rn", "rnodern", "modern", ErrorCode.NAME_TAKEN, "m has the prototype rn."),
+    ("case", "alice", "ALICE", ErrorCode.NAME_TAKEN, "Case: equal keys."),
+    ("fullwidth", "alice", "\uff21\uff2c\uff29\uff23\uff25", ErrorCode.NAME_TAKEN, "Fullwidth: equal keys."),
+    ("sharp-s", "stra\u00dfe", "STRASSE", ErrorCode.NAME_TAKEN, "Full case folding: equal keys."),
+    (
+        "combining-sequence",
+        "Zo\u00eb",
+        "Zoe\u0308",
+        ErrorCode.NAME_TAKEN,
+        "Precomposed and combining diaeresis: equal keys.",
+    ),
+    ("dotted-i-is-not-l", "lvan", "ivan", None, "i is its own prototype: a different name."),
+    ("accent-is-not-plain", "alice", "al\u00edce", None, "Diacritics are kept: a different name."),
+]
+
+
+def name_vectors() -> list[Vector]:
+    vectors: list[Vector] = []
+
+    def keys(name: str) -> tuple[str, str]:
+        return name_key(name), name_skeleton(name)
+
+    for slug, name, description, outcome in NAME_CASES:
+        valid = outcome == "valid"
+        key, shape = keys(name) if valid else (None, None)
+        vectors.append(
+            {
+                "id": f"{'valid' if valid else 'invalid'}-{slug}",
+                "description": description,
+                "member": None,
+                "name": name,
+                "error": None if valid else ErrorCode.NAME_INVALID.value,
+                "key": key,
+                "skeleton": shape,
+            }
+        )
+    for slug, member, name, error, description in NAME_PAIRS:
+        key, shape = keys(name)
+        vectors.append(
+            {
+                "id": f"{'taken' if error else 'free'}-{slug}",
+                "description": description,
+                "member": member,
+                "name": name,
+                "error": None if error is None else error.value,
+                "key": key,
+                "skeleton": shape,
+            }
+        )
+    return vectors
 
 
 # (state, error, slug, value, description): values any codec can carry; each becomes one
@@ -636,6 +813,11 @@ SEMANTIC: list[tuple[str, ErrorCode, str, Any, str]] = [
         {"type": "hello", "name": "al\u2028ice"},
         "U+2028 LINE SEPARATOR (Zl).",
     ),
+    *(
+        ("await_hello", NAME_INVALID, slug, {"type": "hello", "name": name}, description)
+        for slug, name, description, outcome in NAME_CASES
+        if outcome == "refused-in-invalid"
+    ),
 ]
 
 
@@ -705,6 +887,18 @@ def invalid_vectors() -> list[Vector]:
         ),
         ("array32-length-beyond-payload", b"\xdd\xff\xff\xff\xff", "array 32 declaring 0xffffffff items."),
         ("str32-length-beyond-payload", b"\xdb\xff\xff\xff\xff", "str 32 declaring 0xffffffff octets."),
+        (
+            f"values-{OVER}",
+            _mp_empty_arrays(OVER - 1),
+            f"array 32 holding {OVER - 1} empty arrays: {OVER} values, one over MAX_PAYLOAD_OBJECTS "
+            "(§4.2 rule 9). The smallest shape of the attack: 1 MiB of them would build a million lists.",
+        ),
+        (
+            f"values-{OVER}-in-unknown-field",
+            _mp_with_empty_arrays(HELLO_ALICE, OVER),
+            f"hello{{name: alice}} with an unknown field x holding empty arrays, {OVER} values in all: "
+            "unknown fields are ignored only once decoded (§4.2 rule 9).",
+        ),
     ]
     cases.extend(
         Case(msgpack, "await_hello", bad_payload, slug, encode_frame(payload), description)
@@ -718,6 +912,24 @@ def invalid_vectors() -> list[Vector]:
             "trailing-octets",
             encode_frame(_mp({"type": "say", "text": "hi"}) + b"\xc0"),
             "say{text: hi} followed by nil.",
+        ),
+        Case(
+            msgpack,
+            "active",
+            bad_payload,
+            f"values-{OVER}-in-say",
+            encode_frame(_mp_with_empty_arrays({"type": "say", "text": "hi"}, OVER)),
+            f"say{{text: hi}} with an unknown field x holding empty arrays, {OVER} values in all "
+            "(§4.2 rule 9).",
+        ),
+        Case(
+            msgpack,
+            "await_hello",
+            BAD_MESSAGE,
+            f"values-{MAX_PAYLOAD_OBJECTS}",
+            encode_frame(_mp_empty_arrays(MAX_PAYLOAD_OBJECTS - 1)),
+            f"array 32 holding {MAX_PAYLOAD_OBJECTS - 1} empty arrays: exactly MAX_PAYLOAD_OBJECTS "
+            "values decode (§4.2 rule 9); the payload is then an array, not a map.",
         ),
         Case(
             msgpack,
@@ -748,6 +960,12 @@ def invalid_vectors() -> list[Vector]:
             "hello{name: alice} pickled, then a NONE opcode after STOP.",
         ),
         ("msgpack-payload", hello_msgpack, "hello{name: alice} in msgpack: the peer uses msgpack."),
+        (
+            f"opcodes-{OVER}",
+            _pickle_empty_lists(OVER - 5),
+            f"PROTO 2, EMPTY_LIST, MARK, {OVER - 5} EMPTY_LIST, APPENDS, STOP: {OVER} opcodes, one over "
+            "MAX_PAYLOAD_OBJECTS (§4.3 rule 8). 1 MiB of them would build a million lists.",
+        ),
     ]
     cases.extend(
         Case(pickled, "await_hello", bad_payload, slug, encode_frame(payload), description)
@@ -761,6 +979,23 @@ def invalid_vectors() -> list[Vector]:
             "lone-surrogate",
             encode_frame(pickle.dumps({"type": "hello", "name": "al\ud800"}, protocol=2)),
             "U+D800 (Cs): a pickle can carry a lone surrogate, msgpack cannot.",
+        ),
+        Case(
+            pickled,
+            "await_hello",
+            BAD_MESSAGE,
+            f"opcodes-{MAX_PAYLOAD_OBJECTS}",
+            encode_frame(_pickle_empty_lists(MAX_PAYLOAD_OBJECTS - 5)),
+            f"A list of {MAX_PAYLOAD_OBJECTS - 5} empty lists in exactly MAX_PAYLOAD_OBJECTS opcodes is "
+            "decoded (§4.3 rule 8); the payload is then an array, not a map.",
+        ),
+        Case(
+            pickled,
+            "active",
+            bad_payload,
+            f"opcodes-{OVER}",
+            encode_frame(_pickle_empty_lists(OVER - 5)),
+            f"The {OVER}-opcode list of empty lists from a member (§4.3 rule 8).",
         ),
         Case(
             pickled,
@@ -787,6 +1022,13 @@ FILES: dict[str, tuple[str, Callable[[], list[Vector]]]] = {
         "the wire map, keys in encoding order. Encoders SHOULD produce 'hex' from 'message' (for pickle "
         "up to memo opcodes, §15.2); decoders MUST accept 'hex' and produce 'message'.",
         message_vectors,
+    ),
+    "names.json": (
+        "Names (§6). A server whose only member, if 'member' is not null, joined under 'member', "
+        "receives hello{name: 'name'} and MUST answer error{code: 'error'} (name_invalid, "
+        "name_taken; non-fatal), or welcome when 'error' is null. For a valid name, 'key' and "
+        "'skeleton' are its two comparison keys (§6.2).",
+        name_vectors,
     ),
     "invalid.json": (
         "Inputs a server rejects (§7.3, §9.1). A server using 'codec' with the default max_frame, with "

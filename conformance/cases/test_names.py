@@ -1,4 +1,5 @@
-"""Names: each validity rule, collisions under NFKC_Casefold, and names kept as sent (§6)."""
+"""Names: each validity rule (PRECIS UsernameCaseMapped), collisions by key and by confusable
+skeleton, and names kept as sent (§6)."""
 
 from __future__ import annotations
 
@@ -41,10 +42,11 @@ def _padded(ctx: Context, filler: str, length: int) -> str:
     "names have 1 to 32 code points: '' and 33 are name_invalid, 32 (astral too) join",
 )
 def test_name_length(ctx: Context) -> None:
+    # U+20000, a CJK ideograph outside the BMP: one code point, four octets of UTF-8.
     _all_invalid(
-        ctx, ["", _padded(ctx, "a", NAME_MAX_LENGTH + 1), _padded(ctx, "\U0001d49c", NAME_MAX_LENGTH + 1)]
+        ctx, ["", _padded(ctx, "a", NAME_MAX_LENGTH + 1), _padded(ctx, "\U00020000", NAME_MAX_LENGTH + 1)]
     )
-    _all_valid(ctx, [_padded(ctx, "a", NAME_MAX_LENGTH), _padded(ctx, "\U0001d49c", NAME_MAX_LENGTH)])
+    _all_valid(ctx, [_padded(ctx, "a", NAME_MAX_LENGTH), _padded(ctx, "\U00020000", NAME_MAX_LENGTH)])
 
 
 @case("NAME-WHITESPACE", "6.1", MUST, "names with whitespace (isspace or Z*) are name_invalid")
@@ -91,16 +93,58 @@ def test_name_surrogate(ctx: Context) -> None:
     "NAME-AT",
     "6.1",
     MUST,
-    "names with '@' are name_invalid; the look-alike U+FF20 is allowed (rules apply as sent)",
+    "names with '@', or with U+FF20 FULLWIDTH COMMERCIAL AT whose PRECIS form is '@', are name_invalid",
 )
 def test_name_at(ctx: Context) -> None:
-    _all_invalid(ctx, ["@", "a@b", "@lead", "trail@"])
-    _all_valid(ctx, [ctx.name("a\uff20b")])
+    _all_invalid(ctx, ["@", "a@b", "@lead", "trail@", ctx.name("a\uff20b"), "\uff20"])
 
 
-@case("NAME-VALID-UNICODE", "6.1", MUST, "names in any script, with combining marks, symbols and emoji, join")
+@case(
+    "NAME-INVISIBLE",
+    "6.1",
+    MUST,
+    "default-ignorable code points, variation selectors and fillers are name_invalid, "
+    "in a name or alone (UsernameCaseMapped)",
+)
+def test_name_invisible(ctx: Context) -> None:
+    unique = ctx.name("alice")
+    marks = ["\u034f", "\ufe00", "\ufe0f", "\U000e0100", "\u3164", "\u2060", "\U000e0041", "\u180e"]
+    fillers = ["\u3164", "\u2800", "\uffa0", "\u115f", "\u1160"]
+    _all_invalid(
+        ctx,
+        [
+            *(unique + mark for mark in marks),
+            *(unique[:3] + mark + unique[3:] for mark in marks),
+            *fillers,
+            *(filler * 3 for filler in fillers),
+        ],
+    )
+
+
+@case(
+    "NAME-SYMBOL-COMPAT",
+    "6.1",
+    MUST,
+    "symbols outside ASCII, compatibility forms and mixed-direction names are name_invalid",
+)
+def test_name_symbol_compat(ctx: Context) -> None:
+    unique = ctx.name("")
+    _all_invalid(
+        ctx,
+        [
+            f"\U0001f600{unique}",
+            f"\u2605{unique}",
+            f"\ufb01le{unique}",
+            f"x\u00b2{unique}",
+            f"\U0001d49c{unique}",
+            f"\u0639\u0644\u064aabc{unique}",
+        ],
+    )
+
+
+@case("NAME-VALID-UNICODE", "6.1", MUST, "names in any script, with combining marks or fullwidth forms, join")
 def test_name_valid_unicode(ctx: Context) -> None:
-    bases = ["Zoë", "李小龍", "Ελένη", "e\u0301clair", "x²", "\U0001f600", "ﬁle", "العربية", "a-b_c.d"]
+    bases = ["Zoë", "李小龍", "Ελένη", "e\u0301clair", "العربية", "a-b_c.d", "o'brien", "\uff2d\uff41\uff58"]
     _all_valid(ctx, [ctx.name(base) for base in bases])
 
 
@@ -131,7 +175,7 @@ def test_name_taken_case(ctx: Context) -> None:
     "NAME-TAKEN-NFKC",
     "6.2",
     MUST,
-    "names equal under NFKC_Casefold collide (fullwidth, ß/SS, ligature, superscript)",
+    "names equal under NFKC_Casefold collide (fullwidth, ß/SS, composed and combining)",
 )
 def test_name_taken_nfkc(ctx: Context) -> None:
     unique = ctx.name("")
@@ -146,22 +190,37 @@ def test_name_taken_nfkc(ctx: Context) -> None:
         ],
     )
     _taken(ctx, f"straße{unique}", [f"STRASSE{unique}", f"strasse{unique}"])
-    _taken(ctx, f"ﬁle{unique}", [f"FILE{unique}", f"file{unique}"])
-    _taken(ctx, f"x²{unique}", [f"x2{unique}", f"X2{unique}"])
+    _taken(ctx, f"Zo\u00eb{unique}", [f"Zoe\u0308{unique}", f"ZOE\u0308{unique}"])
+
+
+@case(
+    "NAME-TAKEN-CONFUSABLE",
+    "6.2",
+    MUST,
+    "names with equal UTS #39 skeletons collide (Cyrillic \u0430 for a, I for l, 0 for O)",
+)
+def test_name_taken_confusable(ctx: Context) -> None:
+    unique = ctx.name("")
+    _taken(ctx, f"alice{unique}", [f"\u0430lice{unique}", f"\u0430l\u0456ce{unique}"])
+    _taken(ctx, f"paypal{unique}", [f"\u0440\u0430\u0443\u0440\u0430l{unique}"])
+    _taken(ctx, f"lvan{unique}", [f"IVAN{unique}"])
+    _taken(ctx, f"bob{unique}", [f"b0b{unique}", f"b\u03bfb{unique}"])
 
 
 @case(
     "NAME-CONFUSABLE-DISTINCT",
     "6.2",
     MUST,
-    "names that only look alike (Latin a, Cyrillic \u0430) are different names",
+    "names whose skeletons differ are different names (i and l, accented and plain)",
 )
 def test_name_confusable_distinct(ctx: Context) -> None:
     unique = ctx.name("")
-    latin = ctx.peer("latin")
-    latin.join(f"alice{unique}")
-    cyrillic = ctx.peer("cyrillic")
-    welcome = cyrillic.join(f"\u0430lice{unique}")
+    first = ctx.peer("first")
+    first.join(f"lvan{unique}")
+    second = ctx.peer("second")
+    welcome = second.join(f"ivan{unique}")
+    third = ctx.peer("third")
+    third.join(f"iv\u00e1n{unique}")
     assert welcome.clients == 2, f"both must be members, got clients {welcome.clients}"
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from protocol import Pong, Roster, Welcome
+from protocol import Hello, Pong, Roster, Welcome
 from protocol.constants import DEFAULT_MAX_FRAME
 
 from ..context import Context, relayed
@@ -42,6 +42,34 @@ def test_vec_invalid(ctx: Context) -> None:
             peer.wait_closed()
         else:
             ctx.close_gracefully(peer)
+
+
+@case(
+    "VEC-NAMES",
+    "15.4",
+    MUST,
+    "every names.json vector: with its member present, the name is welcomed or refused as it says",
+)
+def test_vec_names(ctx: Context) -> None:
+    vectors = load_vectors("names.json")
+    assert vectors, "no names.json vector"
+    for vector in vectors:
+        ctx.transcript.note(f"vector {vector['id']}")
+        holder = None
+        if vector["member"] is not None:
+            holder = ctx.peer("member")
+            holder.join(vector["member"])
+        peer = ctx.peer(vector["id"][:40])
+        peer.send(Hello(vector["name"]))
+        if vector["error"] is None:
+            welcome = peer.expect(Welcome, what=f"welcome for vector {vector['id']}")
+            assert welcome.name == vector["name"], f"{vector['id']}: welcome.name {welcome.name!r}"
+        else:
+            peer.expect_error(vector["error"], fatal=False)
+        # Both leave before the next vector, which may use the same names.
+        ctx.close_gracefully(peer)
+        if holder is not None:
+            ctx.close_gracefully(holder)
 
 
 @case(

@@ -8,7 +8,8 @@ from typing import Generic, TypeVar
 
 from ..constants import ErrorCode
 from ..errors import RemoteProtocolError
-from ..names import name_key, name_problem
+from ..logtext import escape
+from ..names import name_key, name_problem, name_skeleton
 
 K = TypeVar("K", bound=Hashable)
 
@@ -36,6 +37,7 @@ class Room(Generic[K]):
     def __init__(self) -> None:
         self._seats: dict[K, Seat] = {}
         self._keys_by_name: dict[str, K] = {}
+        self._keys_by_skeleton: dict[str, K] = {}
         self.members: tuple[K, ...] = ()
 
     def __len__(self) -> int:
@@ -52,16 +54,25 @@ class Room(Generic[K]):
         return list(self._seats.values())
 
     def join(self, key: K, name: str, host: str) -> Seat:
-        """Seat ``key`` as ``name``; raises ``name_invalid`` or ``name_taken`` (non-fatal, §6)."""
+        """Seat ``key`` as ``name``; raises ``name_invalid`` or ``name_taken`` (non-fatal, §6).
+
+        A name is taken when its key or its skeleton is a member's (§6.2).
+        """
         problem = name_problem(name)
         if problem is not None:
             raise RemoteProtocolError(ErrorCode.NAME_INVALID, problem)
         folded = name_key(name)
         if folded in self._keys_by_name:
-            raise RemoteProtocolError(ErrorCode.NAME_TAKEN, f"the name {name!r} is in use")
+            raise RemoteProtocolError(ErrorCode.NAME_TAKEN, f"the name '{escape(name)}' is in use")
+        shape = name_skeleton(name)
+        if shape in self._keys_by_skeleton:
+            raise RemoteProtocolError(
+                ErrorCode.NAME_TAKEN, f"the name '{escape(name)}' looks like a name in use"
+            )
         seat = Seat(name, host)
         self._seats[key] = seat
         self._keys_by_name[folded] = key
+        self._keys_by_skeleton[shape] = key
         self.members = (*self.members, key)
         return seat
 
@@ -70,5 +81,6 @@ class Room(Generic[K]):
         seat = self._seats.pop(key, None)
         if seat is not None:
             del self._keys_by_name[name_key(seat.name)]
+            del self._keys_by_skeleton[name_skeleton(seat.name)]
             self.members = tuple(self._seats)
         return seat

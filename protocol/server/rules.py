@@ -13,11 +13,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..codecs import Codec
+from ..codecs import Codec, MsgpackCodec, PickleCodec
 from ..connection import NEED_DATA, Connection, ConnectionClosed, RelayEncoder, Role, State, encode_message
 from ..constants import (
     DEFAULT_MAX_FRAME,
     HEADER_SIZE,
+    MAX_PAYLOAD_OBJECTS,
     MIN_MAX_FRAME,
     PROTOCOL_VERSION,
     SHUTDOWN_REASON,
@@ -25,6 +26,7 @@ from ..constants import (
     LeaveReason,
 )
 from ..errors import ProtocolError, RemoteProtocolError
+from ..logtext import escape
 from ..messages import Error, Hello, Joined, Left, Member, Ping, Pong, Roster, Say, Shutdown, Welcome, Who
 from .room import Room
 
@@ -63,9 +65,21 @@ class _Client:
 class ServerRules:
     """The room and every connection's protocol state; events in, actions out."""
 
-    def __init__(self, codec: Codec, *, server_name: str, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(
+        self,
+        codec: Codec,
+        *,
+        server_name: str,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        max_payload_objects: int = MAX_PAYLOAD_OBJECTS,
+    ) -> None:
+        """``codec`` encodes what the server sends; client payloads are decoded by the same
+        codec counting at most ``max_payload_objects`` values (§4.2 rule 9, §4.3 rule 8): a
+        built-in codec made without a limit is given that one."""
         if max_frame < MIN_MAX_FRAME:
             raise ValueError(f"max_frame must be at least {MIN_MAX_FRAME}")
+        if codec.max_objects is None and isinstance(codec, MsgpackCodec | PickleCodec):
+            codec = type(codec)(max_payload_objects)
         self.codec = codec
         self.server_name = server_name
         self.max_frame = max_frame
@@ -211,7 +225,7 @@ class ServerRules:
         actions.append(Send(state.connection.send(welcome), (client,)))
         joined = encode_message(self.codec, Joined(seat.name, seat.host, count))
         actions.append(Send(joined, self.room.members, exclude=client))
-        log.info("connection %d joined as %s (%d present)", client, seat.identity, count)
+        log.info("connection %d joined as %s (%d present)", client, escape(seat.identity), count)
 
     def _roster_frame(self) -> bytes:
         members = tuple(Member(seat.name, seat.host) for seat in self.room.seats())
@@ -232,6 +246,7 @@ class ServerRules:
     def _refuse(self, client: ClientId, error: ProtocolError, actions: list[Action]) -> None:
         """Send ``error``; after a fatal one, close by §9.4 and tell the room."""
         fatal = error.fatal
+        # error.message is already escaped where it quotes a peer's text (protocol.logtext).
         message = Error(error.code.value, error.message, fatal)
         actions.append(Send(encode_message(self.codec, message), (client,)))
         if fatal:
@@ -251,4 +266,4 @@ class ServerRules:
             return
         left = Left(seat.name, seat.host, len(self.room), reason.value)
         actions.append(Send(encode_message(self.codec, left), self.room.members))
-        log.info("%s left: %s (%d present)", seat.identity, reason.value, len(self.room))
+        log.info("%s left: %s (%d present)", escape(seat.identity), reason.value, len(self.room))
