@@ -167,22 +167,30 @@ class AsyncioServer:
         peer.client = client
         peer.outbox = outbox
         self.peers[client] = peer
-        self._flush()  # a connection made while stopping has its notice queued already
+        self._schedule_timer()  # its hello timer
+        self._schedule_flush()  # a connection made while stopping has its notice queued already
 
     def received(self, peer: _ClientProtocol, data: bytes) -> None:
         core = self.core
         core.receive(peer.client, data, self._loop.time())
         if core.flush_early:
             self._flush()
-        elif core.has_output and not self._flush_scheduled:
+        else:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        """Flush at the end of this loop iteration, when the core has something to carry out
+        (or has finished its shutdown: the flush ends the server)."""
+        if (self.core.has_output or self.core.finished) and not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
     def resumed(self, peer: _ClientProtocol) -> None:
         assert peer.transport is not None
         self.core.sent(peer.client, 0, peer.transport.get_write_buffer_size())
+        # This connection only: the others are written together at the end of the iteration.
         self._write(peer)
-        self._flush()
+        self._schedule_flush()
 
     def disconnected(self, peer: _ClientProtocol, exc: Exception | None) -> None:
         if self.peers.pop(peer.client, None) is None:
@@ -190,7 +198,7 @@ class AsyncioServer:
         if exc is not None:
             log.debug("connection %d: %s", peer.client, exc)
         self.core.connection_lost(peer.client)
-        self._flush()
+        self._schedule_flush()
 
     # --- carrying out what the core says ----------------------------------------------------
 
