@@ -705,6 +705,12 @@ def invalid_vectors() -> list[Vector]:
         ),
         ("array32-length-beyond-payload", b"\xdd\xff\xff\xff\xff", "array 32 declaring 0xffffffff items."),
         ("str32-length-beyond-payload", b"\xdb\xff\xff\xff\xff", "str 32 declaring 0xffffffff octets."),
+        (
+            "array16-count-beyond-octets",
+            b"\xdc\x00\x10\x01\x02\x03",
+            "array 16 declaring 16 elements with 3 octets left: each element takes one octet at least "
+            "(§4.2 rule 7).",
+        ),
     ]
     cases.extend(
         Case(msgpack, "await_hello", bad_payload, slug, encode_frame(payload), description)
@@ -734,6 +740,16 @@ def invalid_vectors() -> list[Vector]:
             "bin-type-key",
             encode_frame(b"\x82\xc4\x04type" + _mp("hello") + _mp("name") + _mp("alice")),
             'The key "type" as bin, not str: it names no field (§5.1), so the map has no type.',
+        ),
+        Case(
+            msgpack,
+            "active",
+            BAD_MESSAGE,
+            "bin-type-key-beside-str-type-key",
+            encode_frame(
+                b"\x83" + _mp("type") + _mp(7) + b"\xc4\x04type" + _mp("say") + _mp("text") + _mp("hi")
+            ),
+            'The str key "type" holds 7; the bin key "type" is another key (§4.2) and does not stand in.',
         ),
     ]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protocol import Hello, Left, Roster, Say, Welcome, Who
+from protocol import Error, Hello, Left, Roster, Say, Welcome, Who
 from protocol.constants import NAME_MAX_LENGTH, ErrorCode
 
 from ..context import Context, joined, left, relayed
@@ -47,10 +47,28 @@ def test_name_length(ctx: Context) -> None:
     _all_valid(ctx, [_padded(ctx, "a", NAME_MAX_LENGTH), _padded(ctx, "\U0001d49c", NAME_MAX_LENGTH)])
 
 
-@case("NAME-WHITESPACE", "6.1", MUST, "names with whitespace (isspace or Z*) are name_invalid")
+#: §6.1 rule 2, the whitespace of Unicode 14.0: every code point whose ``str.isspace()`` is true
+#: (general category Zs, or bidirectional class WS, B or S), which covers Zl and Zp too.
+WHITESPACE = (
+    *range(0x0009, 0x000E),
+    *range(0x001C, 0x0021),
+    0x0085,
+    0x00A0,
+    0x1680,
+    *range(0x2000, 0x200B),
+    0x2028,
+    0x2029,
+    0x202F,
+    0x205F,
+    0x3000,
+)
+
+
+@case(
+    "NAME-WHITESPACE", "6.1", MUST, "names with whitespace (each code point of §6.1's list) are name_invalid"
+)
 def test_name_whitespace(ctx: Context) -> None:
-    spaces = [" ", "\t", "\n", "\u00a0", "\u1680", "\u2003", "\u2028", "\u2029", "\u3000", "\u001f", "\u0085"]
-    _all_invalid(ctx, [" lead", "trail ", *(f"a{s}b" for s in spaces)])
+    _all_invalid(ctx, [" lead", "trail ", *(f"a{chr(c)}b" for c in WHITESPACE)])
 
 
 @case("NAME-CONTROL", "6.1", MUST, "names with control characters (Cc) are name_invalid")
@@ -148,6 +166,29 @@ def test_name_taken_nfkc(ctx: Context) -> None:
     _taken(ctx, f"straße{unique}", [f"STRASSE{unique}", f"strasse{unique}"])
     _taken(ctx, f"ﬁle{unique}", [f"FILE{unique}", f"file{unique}"])
     _taken(ctx, f"x²{unique}", [f"x2{unique}", f"X2{unique}"])
+
+
+@case(
+    "NAME-TAKEN-FULL-CASEFOLD",
+    "6.2",
+    MUST,
+    "full case folding (CaseFolding.txt C and F, not T): ẞ is ss, İ is i + U+0307 but not i",
+)
+def test_name_taken_full_casefold(ctx: Context) -> None:
+    unique = ctx.name("")
+    # F mappings: capital sharp s to "ss", U+0149 to U+02BC n, U+0130 to i + combining dot.
+    _taken(ctx, f"\u1e9e{unique}", [f"ss{unique}", f"SS{unique}"])
+    _taken(ctx, f"\u0149{unique}", [f"\u02bcn{unique}", f"\u02bcN{unique}"])
+    _taken(ctx, f"\u0130x{unique}", [f"i\u0307x{unique}", f"I\u0307X{unique}"])
+    # T (Turkic) mappings are not applied: U+0130 does not fold to a plain i.
+    ctx.peer("dotted").join(f"\u0130y{unique}")
+    plain = ctx.peer("plain")
+    plain.send(Hello(f"iy{unique}"))
+    reply = plain.expect(lambda m: isinstance(m, Welcome | Error), what="welcome")
+    assert isinstance(reply, Welcome), (
+        f"'iy{unique}' was refused while '\u0130y{unique}' is a member ({reply!r}): the Turkic "
+        "folding of U+0130 to i (status T) is not part of §6.2's key"
+    )
 
 
 @case(
