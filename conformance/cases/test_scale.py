@@ -20,12 +20,16 @@ CLIENTS = 1100
     isolated=True,
 )
 def test_scale_many_clients(ctx: Context) -> None:
-    peers = [ctx.peer(f"c{i}") for i in range(CLIENTS)]
-    names = [ctx.name("c") for _ in peers]
+    peers = []
+    names = [ctx.name("c") for _ in range(CLIENTS)]
     counts = []
     # One join at a time: each welcome is read before later joined notices pile up behind it,
-    # so this side decodes n frames, not the n * n / 2 the server fans out.
-    for peer, name in zip(peers, names, strict=True):
+    # so this side decodes n frames, not the n * n / 2 the server fans out. Each connection is
+    # opened just before its hello, so that none waits for the others' joins: on a slow machine
+    # 1100 joins can take longer than the server's hello timeout.
+    for index, name in enumerate(names):
+        peer = ctx.peer(f"c{index}")
+        peers.append(peer)
         peer.send(Hello(name))
         welcome = peer.expect(Welcome, timeout=ctx.timeout(30))
         counts.append(welcome.clients)
