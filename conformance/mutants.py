@@ -1,31 +1,40 @@
-"""Deliberately broken servers, to show that the suite catches what it claims to.
+"""Altered servers: broken ones the suite must catch, and legal variants it must pass.
 
 ``python -m conformance.mutants NAME [--base MODULE] --host H --port P [server args]``
-patches the protocol package, then runs a bundled server (``impl_select`` unless
-``--base`` says otherwise) exactly as ``python -m MODULE`` would. The patches only touch
-the public face of :mod:`protocol` (``protocol.server.ServerRules``' methods and the actions
-they return, ``FrameDecoder``, the name key, the fatality table), so a mutant does not
-depend on how the server is written, only on it using the protocol package.
+patches the protocol package (or the socket layer), then runs a bundled server
+(``impl_select`` unless ``--base`` says otherwise) exactly as ``python -m MODULE`` would.
+Most patches only touch the public face of :mod:`protocol` (``protocol.server.ServerRules``' methods and
+the actions they return, ``FrameDecoder``, the codecs, the name key, the fatality table), so a
+mutant does not depend on how the server is written, only on it using the protocol package.
+The socket mutants patch :class:`socket.socket` in the server's process; one mutant
+(``restart_hello_timer``) reaches into the core's hello timers and says so.
 
-Each mutant names the case-id globs that must catch it; the project's tests check that
-they do.
+A defect names the case-id globs of which one must catch it. A legal variant
+(``legal=True``) breaks no MUST of the spec, only SHOULDs (canonical encoding, informative
+texts) or optional features (the pickle codec, IPv6): every MUST case must pass against it.
+The project's tests check both.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import runpy
+import socket
+import struct
 import sys
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
+
 import protocol.names
 import protocol.server.room
-from protocol import FrameDecoder, encode_frame
+from protocol import FrameDecoder, MsgpackCodec, encode_frame
 from protocol.constants import FATAL, MAX_WIRE_LENGTH, ErrorCode
-from protocol.server import Send, ServerRules
+from protocol.server import Send, ServerCore, ServerRules
 
 Rewrite = Callable[[ServerRules, int | None, list[Any]], list[Any]]
 
@@ -34,9 +43,13 @@ Rewrite = Callable[[ServerRules, int | None, list[Any]], list[Any]]
 class Mutant:
     name: str
     description: str
-    #: Case-id globs of which at least one must fail against this mutant.
+    #: Case-id globs of which at least one must fail against this mutant (empty when legal).
     caught_by: tuple[str, ...]
     apply: Callable[[], None]
+    #: A legal variant: it must pass every MUST case.
+    legal: bool = False
+    #: Rewrites the server's command line before it runs (for mutants of how it starts).
+    argv: Callable[[list[str]], list[str]] | None = None
 
 
 def _frames(data: bytes) -> list[bytes]:
@@ -178,6 +191,25 @@ def _roster_missing_self() -> None:
     _rewrite_sends({"roster"}, values=drop_asker)
 
 
+def _roster_one_short() -> None:
+    def drop_last(core: ServerRules, client: int | None, value: dict[str, Any]) -> dict[str, Any]:
+        return {**value, "members": value["members"][:-1]} if value["truncated"] else value
+
+    _rewrite_sends({"roster"}, values=drop_last)
+
+
+def _pong_refused_early() -> None:
+    """Refuses the pong of a long token although it fits (judged in the server's own encoding)."""
+
+    def refuse(core: ServerRules, client: int | None, value: dict[str, Any]) -> dict[str, Any]:
+        # Only within 48 octets of the limit, where a pong that fits is still refused.
+        if len(value["token"].encode("utf-8")) <= core.max_frame - 48:
+            return value
+        return {"type": "error", "code": "text_too_long", "message": "too long", "fatal": False}
+
+    _rewrite_sends({"pong"}, values=refuse)
+
+
 def _crash_on_dance() -> None:
     # Not a protocol bug but a crash: shows that the runner reports a server that dies mid-case.
     original = ServerRules.receive
@@ -190,6 +222,147 @@ def _crash_on_dance() -> None:
         return original(self, client, data)
 
     ServerRules.receive = receive  # type: ignore[method-assign]
+
+
+# --- legal variants: the codec -----------------------------------------------------------------
+
+
+def _pack_str8(value: Any) -> bytes:
+    """msgpack of ``value`` in shortest forms, except that strings of 1 to 31 octets are str 8.
+
+    Legal msgpack, only not the shortest form (§4.2's encoding SHOULD). The empty string stays
+    fixstr ``a0``, which the relaying encoder of the protocol package relies on.
+    """
+    if isinstance(value, str):
+        raw = value.encode("utf-8", "surrogatepass")
+        if 0 < len(raw) < 32:
+            return b"\xd9" + bytes([len(raw)]) + raw
+        data: bytes = msgpack.packb(value, use_bin_type=True)
+        return data
+    if isinstance(value, dict):
+        head: bytes = msgpack.packb({}, use_bin_type=True) if not value else b""
+        if value:
+            count = len(value)
+            head = bytes([0x80 | count]) if count < 16 else b"\xde" + count.to_bytes(2, "big")
+        return head + b"".join(_pack_str8(k) + _pack_str8(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        count = len(value)
+        head = bytes([0x90 | count]) if count < 16 else b"\xdc" + count.to_bytes(2, "big")
+        if count >= 1 << 16:
+            head = b"\xdd" + count.to_bytes(4, "big")
+        return head + b"".join(_pack_str8(item) for item in value)
+    data = msgpack.packb(value, use_bin_type=True)
+    return data
+
+
+def _noncanonical_str8() -> None:
+    def encode(self: MsgpackCodec, value: dict[str, Any]) -> bytes:
+        return _pack_str8(value)
+
+    def encode_str(self: MsgpackCodec, text: str) -> bytes:
+        return _pack_str8(text)
+
+    MsgpackCodec.encode = encode  # type: ignore[method-assign]
+    MsgpackCodec.encode_str = encode_str  # type: ignore[method-assign]
+
+
+def _informal_errors() -> None:
+    """Other error texts, fields in another order, an extra field: all informative or ignorable."""
+    original = MsgpackCodec.encode
+
+    def encode(self: MsgpackCodec, value: dict[str, Any]) -> bytes:
+        kind = value.get("type")
+        fields = [(k, v) for k, v in value.items() if k != "type"]
+        if kind == "error":
+            fields = [
+                (k, f"Refused ({len(v)} characters of detail withheld)" if k == "message" else v)
+                for k, v in fields
+            ]
+        if kind == "message":
+            # The text stays last: the relaying encoder appends it to an encoded head.
+            fields = [("server-variant", 1), *reversed(fields[:-1]), fields[-1]]
+        else:
+            fields = [*reversed(fields), ("server-variant", 1)]
+        return original(self, {"type": kind, **dict(fields)})
+
+    MsgpackCodec.encode = encode  # type: ignore[method-assign]
+
+
+# --- legal variants: how the server starts ------------------------------------------------------
+
+
+def _refuse_pickle(argv: list[str]) -> list[str]:
+    if any(pair == ("--codec", "pickle") for pair in itertools.pairwise(argv)):
+        sys.stderr.write("error: this server offers no pickle codec (it is optional, §4.1)\n")
+        raise SystemExit(2)
+    return argv
+
+
+def _ipv4_only(argv: list[str]) -> list[str]:
+    """Listens on 127.0.0.1 whatever --host says, and says so on its listening line."""
+    out = list(argv)
+    for index, word in enumerate(out[:-1]):
+        if word == "--host":
+            out[index + 1] = "127.0.0.1"
+    return out
+
+
+def _nothing() -> None:
+    pass
+
+
+# --- defects at the socket layer ---------------------------------------------------------------
+
+
+def _close_keeping_descriptor(sock: socket.socket, *, reset: bool) -> None:
+    """Close the connection under ``sock`` at once (with RST if ``reset``), keeping its number.
+
+    The server still holds the socket object, and its selector the descriptor number: a
+    placeholder socket takes the number over (dup2), so the server's bookkeeping stays valid
+    while the connection itself is gone, exactly as a ``close()`` would leave it on the wire.
+    """
+    if reset:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with socket.socket(sock.family, socket.SOCK_STREAM) as placeholder:
+        os.dup2(placeholder.fileno(), sock.fileno())
+
+
+def _patch_half_close(after: Callable[[socket.socket], None], *, keep_fin: bool) -> None:
+    original = socket.socket.shutdown
+
+    def shutdown(self: socket.socket, how: int) -> None:
+        if how != socket.SHUT_WR or self.type != socket.SOCK_STREAM:
+            original(self, how)
+            return
+        if keep_fin:
+            original(self, how)
+        after(self)
+
+    socket.socket.shutdown = shutdown  # type: ignore[method-assign, assignment]
+
+
+def _reset_on_close() -> None:
+    _patch_half_close(lambda sock: _close_keeping_descriptor(sock, reset=True), keep_fin=False)
+
+
+def _close_without_drain() -> None:
+    _patch_half_close(lambda sock: _close_keeping_descriptor(sock, reset=False), keep_fin=True)
+
+
+# --- a defect in the hello timer: written against the core's timers ----------------------------
+
+
+def _restart_hello_timer() -> None:
+    """Re-arms a connection's hello timer on everything it sends before joining, refused hellos
+    included, which §7.4 forbids. It reaches into ``ServerCore``'s hello timers."""
+    original_receive = ServerCore.receive
+
+    def receive(self: ServerCore, client: int, data: bytes, now: float) -> None:
+        original_receive(self, client, data, now)
+        if client in self._hello:  # connected, not joined, not closing
+            self._hello.arm(client, now)
+
+    setattr(ServerCore, "receive", receive)  # noqa: B010
 
 
 MUTANTS: dict[str, Mutant] = {
@@ -266,6 +439,66 @@ MUTANTS: dict[str, Mutant] = {
         Mutant(
             "crash_on_dance", "exits when a frame mentions 'dance'", ("MSG-UNKNOWN-TYPE",), _crash_on_dance
         ),
+        Mutant(
+            "roster_one_short",
+            "a truncated roster lists one member fewer than fits",
+            ("WHO-ROSTER-TRUNCATED",),
+            _roster_one_short,
+        ),
+        Mutant(
+            "pong_refused_early",
+            "answers text_too_long to a ping of max_frame octets whose pong fits",
+            ("PING-TOKEN-LONG",),
+            _pong_refused_early,
+        ),
+        Mutant(
+            "restart_hello_timer",
+            "restarts the hello timer on each refused hello (impl_select only)",
+            ("HELLO-TIMEOUT-AFTER-INVALID",),
+            _restart_hello_timer,
+        ),
+        Mutant(
+            "reset_on_close",
+            "resets the connection (RST) where it should half-close",
+            ("CLOSE-FIN-AFTER-FATAL", "CLOSE-DRAIN", "EOF-REPLIES-SENT", "SHUTDOWN-FIN"),
+            _reset_on_close,
+        ),
+        Mutant(
+            "close_without_drain",
+            "closes the socket right after its half-close, without draining input",
+            ("CLOSE-DRAIN",),
+            _close_without_drain,
+        ),
+        Mutant(
+            "noncanonical_str8",
+            "legal: encodes strings of 1 to 31 octets as msgpack str 8",
+            (),
+            _noncanonical_str8,
+            legal=True,
+        ),
+        Mutant(
+            "informal_errors",
+            "legal: other error texts, other field order, an extra field in every message",
+            (),
+            _informal_errors,
+            legal=True,
+        ),
+        Mutant(
+            "no_pickle",
+            "legal: does not offer the optional pickle codec",
+            (),
+            _nothing,
+            legal=True,
+            argv=_refuse_pickle,
+        ),
+        Mutant(
+            "ipv4_only",
+            "legal: listens on 127.0.0.1 whatever --host says",
+            (),
+            _nothing,
+            legal=True,
+            argv=_ipv4_only,
+        ),
     )
 }
 
@@ -281,7 +514,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args or args[0] in ("-h", "--help", "--list"):
         print(__doc__)
         for mutant in MUTANTS.values():
-            print(f"  {mutant.name:24} {mutant.description}  (caught by {', '.join(mutant.caught_by)})")
+            judged = "passes every MUST" if mutant.legal else f"caught by {', '.join(mutant.caught_by)}"
+            print(f"  {mutant.name:24} {mutant.description}  ({judged})")
         return
     name, rest = args[0], args[1:]
     if name not in MUTANTS:
@@ -289,7 +523,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     base = "impl_select"
     if rest[:1] == ["--base"] and len(rest) > 1:
         base, rest = rest[1], rest[2:]
-    MUTANTS[name].apply()
+    mutant = MUTANTS[name]
+    if mutant.argv is not None:
+        rest = mutant.argv(rest)
+    mutant.apply()
     sys.argv = [base, *rest]
     runpy.run_module(base, run_name="__main__", alter_sys=True)
 

@@ -17,7 +17,7 @@ from typing import TextIO
 
 import pytest
 
-from protocol import Left, Roster, Who
+from protocol import Left, Roster, Who, get_codec
 
 from .context import Context
 from .registry import CASE_ATTRIBUTE, REGISTRY, Case, Level, Settings
@@ -25,6 +25,9 @@ from .serverproc import ServerFailed, ServerProcess
 from .wire import Transcript, WirePeer
 
 CONTEXT = pytest.StashKey[Context]()
+#: Progress marks, one per case, and the legend the runner prints before them.
+MARKS = {"pass": ".", "fail": "F", "warn": "w", "skip": "s"}
+PROGRESS_LEGEND = "progress: . pass   F fail   w warn (a SHOULD case failed)   s skip"
 
 
 @dataclass
@@ -48,6 +51,8 @@ class RunOptions:
     verbose: bool = False
     strict: bool = False
     out: TextIO = field(default_factory=lambda: sys.stdout)
+    #: When set, every case is skipped with this reason (a codec the server does not offer).
+    skip_all: str = ""
 
     @property
     def label(self) -> str:
@@ -115,6 +120,8 @@ class ServerPool:
 
 
 def _skip_reason(case: Case, options: RunOptions) -> str | None:
+    if options.skip_all:
+        return options.skip_all
     if options.codec not in case.codecs:
         return f"applies to the {' and '.join(case.codecs)} codec only"
     if options.target is not None:
@@ -142,6 +149,8 @@ class ConformancePlugin:
         self.unmatched: list[str] = []
         self._current: CaseResult | None = None
         self._column = 0
+        #: Members of the target's room that this run did not make, once seen (--target only).
+        self.bystanders = ""
 
     # --- collection ----------------------------------------------------------------------
 
@@ -178,7 +187,7 @@ class ConformancePlugin:
         """The server under test, as the case's declaration asks for it."""
         case = _case_of(request.node)
         options = self.options
-        reason = _skip_reason(case, options)
+        reason = _skip_reason(case, options) or self._room_not_empty()
         if reason:
             pytest.skip(reason)
         transcript = Transcript(embed=False)
@@ -207,6 +216,44 @@ class ConformancePlugin:
             yield context
         finally:
             self._clean_up(context, shared=options.target is not None or not case.own_server)
+
+    def _room_not_empty(self) -> str:
+        """Against ``--target``: why cases cannot run there, if someone else is in the room.
+
+        Cases count members and expect to see only what they caused, and one of them joins
+        over a thousand clients: against a room with people in it they would fail and flood
+        those people. So before each case a probe joins and asks for the roster; the first
+        member this run did not make stops the run (every later case is skipped).
+        """
+        options = self.options
+        if options.target is None:
+            return ""
+        if not self.bystanders:
+            try:
+                with WirePeer(
+                    options.target,
+                    codec=get_codec(options.codec),
+                    label="room-check",
+                    transcript=Transcript(embed=False),
+                    timeout=5.0 * options.timeout_scale,
+                ) as probe:
+                    name = probe.join(f"room-check{id(self) % 10000}-{len(self.results)}").name
+                    probe.send(Who())
+                    roster = probe.expect(Roster)
+                    others = [f"{m.name}@{m.host}" for m in roster.members if m.name != name]
+                    probe.half_close()
+                    probe.wait_closed()
+            except (AssertionError, OSError) as exc:
+                return f"cannot check that the target's room is empty: {exc}".splitlines()[0]
+            if others:
+                shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+                self.bystanders = (
+                    f"the target's room is not empty ({len(others)} member(s) this run did not make: "
+                    f"{shown}); cases count members and would flood them, so they need a room of "
+                    "their own"
+                )
+                self.errors.append(f"{self.bystanders}: the remaining cases were skipped")
+        return self.bystanders
 
     def _clean_up(self, context: Context, shared: bool) -> None:
         """Close the case's peers and, on a shared server, make sure none is still a member.
@@ -280,7 +327,9 @@ class ConformancePlugin:
         result = self._current = self.results.setdefault(case.id, CaseResult(case))
         result.duration += report.duration
         context = item.stash.get(CONTEXT, None)
-        if report.skipped and call.when == "setup":
+        if report.skipped and result.outcome != "fail":
+            # A case can also skip itself once it has looked at the server (pytest.skip in its
+            # body): that is a skip with its reason too, never a pass.
             result.outcome = "skip"
             result.message = _skip_text(report)
             return report
@@ -295,6 +344,11 @@ class ConformancePlugin:
                 problem = f"{problem}\n{died}".strip()
                 report.outcome = "failed"
                 report.longrepr = problem
+        if problem and case.settings and self.options.template is not None:
+            problem += (
+                f"\n(this server was started with {case.settings.describe()} appended to its command; "
+                "a command that wraps the server must pass such flags on: bash -c 'exec server \"$@\"' x)"
+            )
         if problem and result.outcome != "fail":
             failed_should = case.level is Level.SHOULD and not self.options.strict
             result.outcome = "warn" if failed_should else "fail"
@@ -314,7 +368,7 @@ class ConformancePlugin:
             if result.outcome in ("fail", "warn"):
                 out.write(_indent(result.message) + "\n")
         else:
-            mark = {"pass": ".", "fail": "F", "warn": "w", "skip": "s"}[result.outcome]
+            mark = MARKS[result.outcome]
             if self._column == 0:
                 out.write(f"  {self.options.label:24} ")
             out.write(mark)

@@ -17,6 +17,8 @@ the timestamped bytes every peer exchanged, hex and decoded.
 from __future__ import annotations
 
 import json
+import re
+import textwrap
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -41,6 +43,8 @@ class RunResult:
     duration: float = 0.0
     cases: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: What the reader should know that is no error: e.g. an optional codec the server lacks.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def column(self) -> str:
@@ -79,6 +83,7 @@ class RunResult:
             "duration": round(self.duration, 3),
             "summary": self.summary(),
             "errors": self.errors,
+            "notes": self.notes,
             "cases": self.cases,
         }
 
@@ -93,6 +98,7 @@ class RunResult:
             duration=data.get("duration", 0.0),
             cases=list(data["cases"]),
             errors=list(data.get("errors", [])),
+            notes=list(data.get("notes", [])),
         )
 
 
@@ -126,17 +132,34 @@ def _rows(runs: Sequence[RunResult], cases: Iterable[Case]) -> list[tuple[str, s
 
 
 _CELL = {"pass": "pass", "fail": "FAIL", "warn": "warn", "skip": "skip", "-": "-"}
+#: The terminal report fits this many columns.
+WIDTH = 100
+#: Transcript lines a failure shows in the terminal without --verbose (the last ones).
+TRANSCRIPT_TAIL = 40
 
 
-def terminal_matrix(runs: Sequence[RunResult], cases: Iterable[Case]) -> str:
-    rows = _rows(runs, cases)
-    headers = ["case", "§", "level", *(run.column for run in runs)]
-    table = [[row[0], row[1], row[2], *(_CELL[c] for c in row[4])] for row in rows]
+def _table(headers: list[str], table: list[list[str]]) -> list[str]:
     widths = [max(len(line[i]) for line in [headers, *table]) for i in range(len(headers))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in table]
-    return "\n".join(lines)
+    lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in table]
+    return lines
+
+
+def terminal_matrix(runs: Sequence[RunResult], cases: Iterable[Case], width: int = WIDTH) -> str:
+    """The case x run matrix for a terminal: only cases some run has a result for, at most
+    ``width`` columns; run columns are lettered, with a legend, when their names do not fit."""
+    rows = [row for row in _rows(runs, cases) if any(cell != "-" for cell in row[4])]
+    table = [[row[0], row[1], row[2], *(_CELL[c] for c in row[4])] for row in rows]
+    lines = _table(["case", "§", "level", *(run.column for run in runs)], table)
+    if max(len(line) for line in lines) <= width:
+        return "\n".join(lines)
+    letters = [chr(ord("A") + i) if i < 26 else str(i + 1) for i in range(len(runs))]
+    lines = _table(["case", "§", "level", *letters], table)
+    legend = [f"{letter} = {run.column}" for letter, run in zip(letters, runs, strict=True)]
+    one_line = "columns: " + "   ".join(legend)
+    footer = [one_line] if len(one_line) <= width else ["columns:", *(f"  {item}" for item in legend)]
+    return "\n".join([*lines, "", *footer])
 
 
 def terminal_summary(runs: Sequence[RunResult]) -> str:
@@ -145,24 +168,81 @@ def terminal_summary(runs: Sequence[RunResult]) -> str:
         counts = run.summary()
         text = ", ".join(f"{counts[o]} {o}" for o in OUTCOMES)
         lines.append(f"{run.column:28} {text}  ({run.duration:.1f} s)")
-        lines += [f"{'':28} error: {error.splitlines()[0]}" for error in run.errors]
+        lines += [_clip(f"{'':28} error: {error.splitlines()[0]}") for error in run.errors]
+        lines += [_clip(f"{'':28} note: {note.splitlines()[0]}") for note in run.notes]
     return "\n".join(lines)
 
 
-def failure_details(runs: Sequence[RunResult]) -> str:
-    """Each failed or warned case: what was expected, what came, and the transcript."""
+def _wrap(line: str, width: int) -> list[str]:
+    """``line`` in lines of at most ``width`` columns, its indentation kept (never split at a hyphen)."""
+    indent = line[: len(line) - len(line.lstrip())]
+    return textwrap.wrap(
+        line, width, initial_indent=indent, subsequent_indent=indent + "  ", break_on_hyphens=False
+    ) or [""]
+
+
+def _clip(line: str, width: int = WIDTH) -> str:
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def skip_summary(runs: Sequence[RunResult], width: int = WIDTH) -> str:
+    """Why cases were skipped: each reason once, with the runs and cases it applies to."""
+    by_reason: dict[str, dict[str, list[str]]] = {}
+    for run in runs:
+        for item in run.cases:
+            if item["outcome"] == "skip":
+                by_reason.setdefault(item["message"], {}).setdefault(item["id"], []).append(run.column)
+    if not by_reason:
+        return ""
+    lines = ["skipped:"]
+    for reason, ids in by_reason.items():
+        columns = sorted({column for where in ids.values() for column in where})
+        every = len(columns) == len(runs)
+        lines += textwrap.wrap(
+            reason + ("" if every else f" [{', '.join(columns)}]"),
+            width,
+            initial_indent="- ",
+            subsequent_indent="  ",
+            break_on_hyphens=False,
+        )
+        lines += textwrap.wrap(
+            ", ".join(ids), width, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False
+        )
+    return "\n".join(lines)
+
+
+#: pytest's assertion explanations end with hints about its own -v, which this runner's -v is not.
+_PYTEST_HINT = re.compile(r"^\s*(Use -v+ to get (more|the full) diff|Full diff:)", re.IGNORECASE)
+
+
+def clean_message(text: str) -> str:
+    """A failure message without pytest's hints about pytest's command line."""
+    return "\n".join(line for line in text.splitlines() if not _PYTEST_HINT.match(line))
+
+
+def failure_details(runs: Sequence[RunResult], verbose: bool = False, width: int = WIDTH) -> str:
+    """Each failed or warned case: what was expected, what came, and the transcript (its last
+    lines, clipped to ``width`` columns, unless ``verbose``)."""
     blocks = []
     for run in runs:
         for item in run.cases:
             if item["outcome"] not in ("fail", "warn"):
                 continue
             head = f"{item['outcome'].upper()} {run.column} {item['id']} (§{item['section']} {item['level']})"
-            block = [f"=== {head}: {item['title']}", item["message"]]
-            if item["transcript"]:
-                block += [
-                    "--- transcript (seconds since the case began; >> sent, << received) ---",
-                    item["transcript"],
-                ]
+            block = [f"=== {head}", f"    {item['title']}"]
+            block += [
+                wrapped
+                for line in clean_message(item["message"]).splitlines()
+                for wrapped in _wrap(line, width)
+            ]
+            transcript = item["transcript"].splitlines()
+            if transcript:
+                shown = transcript if verbose else transcript[-TRANSCRIPT_TAIL:]
+                left_out = len(transcript) - len(shown)
+                block.append("--- transcript (seconds since the case began; >> sent, << received) ---")
+                if left_out:
+                    block.append(f"... {left_out} earlier lines left out (-v shows them; so does --json) ...")
+                block += shown if verbose else [_clip(line, width) for line in shown]
             blocks.append("\n".join(block))
         for error in run.errors:
             blocks.append(f"=== ERROR {run.column}\n{error}")

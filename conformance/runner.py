@@ -21,42 +21,62 @@ from typing import TextIO
 
 import pytest
 
+from protocol.constants import REQUIRED_CODECS, CodecName
 from protocol.options import number_within, port_number
 
 from . import cases
 from .differential import differential_main
-from .plugin import ConformancePlugin, RunOptions
+from .plugin import PROGRESS_LEGEND, ConformancePlugin, RunOptions
 from .registry import load_cases, ordered
 from .report import (
     RunResult,
     failure_details,
     markdown_matrix,
     read_json,
+    skip_summary,
     terminal_matrix,
     terminal_summary,
     write_json,
     write_junit,
 )
-from .serverproc import BUNDLED, ServerFailed, ServerProcess
+from .serverproc import BUNDLED, ServerFailed, ServerProcess, stop_all
 
 #: ``--timeout-scale`` beyond this would turn a failing case into an hour-long wait.
 MAX_TIMEOUT_SCALE = 100.0
 
-CODECS = ("msgpack", "pickle")
+CODECS = tuple(codec.value for codec in CodecName)
+#: The codecs a server need not offer (§4.1): a server that cannot start with one is skipped on it.
+OPTIONAL_CODECS = tuple(codec.value for codec in CodecName if codec not in REQUIRED_CODECS)
 
 EPILOG = """\
-server command templates:
+server command templates (spec §16.1):
   --server-cmd takes a shell-like command with {host} and {port} placeholders (and
-  optionally {codec}). The server must print "listening on HOST:PORT" on stdout, or
-  listen on {port} as given. Unless the template contains {codec}, the runner appends
-  "--codec msgpack|pickle"; cases that need short limits also append
-  "--hello-timeout SECONDS", "--max-output-buffer BYTES" or "--max-frame BYTES".
-  A server that accepts none of these flags can be run with --no-config-flags
-  (one codec, fixed in the template; those cases are then skipped).
+  optionally {codec}). The server prints "listening on HOST:PORT" on stdout (an IPv6 host
+  in brackets: "listening on [::1]:5555"), or listens on {port} as given. Unless the
+  template contains {codec}, the runner appends "--codec msgpack|pickle"; cases that need
+  short limits also append "--hello-timeout SECONDS", "--max-output-buffer BYTES" or
+  "--max-frame BYTES". A server that accepts none of these flags can be run with
+  --no-config-flags (one codec, fixed in the template; those cases are then skipped).
+  A wrapper (a shell script, cargo run, npm start) must pass the flags on, and should exec
+  the server so that its exit status is the server's: bash -c 'exec ./server "$@"' server.
+  The runner starts each server in a process group of its own, signals the group, and
+  stops every process of it at the end.
+
+codecs:
+  msgpack is required, pickle optional (§4.1). A server that cannot be started with
+  "--codec pickle" (while it starts with msgpack) does not offer pickle: its pickle run is
+  skipped and says so. A server that starts with pickle claims it, and is judged on it.
+
+against a running server (--target):
+  The cases count members and expect to see only what they cause, so the server's room
+  must be empty and stay so: before each case the runner joins a probe and asks for the
+  roster, and stops at the first member it did not make. Cases that start, signal or
+  configure the server are skipped.
 
 examples:
   python -m conformance
   python -m conformance --server-cmd 'python -m impl_select --host {host} --port {port}' --name mine
+  python -m conformance --server-cmd './server --port {port}' --codec all
   python -m conformance --target 127.0.0.1:5555 --codec msgpack --case 'FRAME-*'
 """
 
@@ -81,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", help="implementation name for the matrix column (default: derived)")
     parser.add_argument(
         "--codec",
-        choices=CODECS,
-        help="codec of the server (default: msgpack; with no target both, for every bundled server)",
+        choices=(*CODECS, "all"),
+        help="codec to judge the server in, or all of them (default: msgpack with --server-cmd "
+        "or --target; all for the bundled servers)",
     )
     parser.add_argument(
         "--case",
@@ -126,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also replay one scripted session on every implementation and compare transcripts",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="one line per case")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="one line per case, and whole transcripts of failures"
+    )
     return parser
 
 
@@ -191,8 +214,14 @@ def run_suite(options: RunOptions) -> tuple[RunResult, list[str]]:
         "ignore::pytest.PytestAssertRewriteWarning",
     ]
     options.out.write(f"{options.label}:\n" if options.verbose else "")
-    code = pytest.main(args, plugins=[plugin])
+    try:
+        code = pytest.main(args, plugins=[plugin])
+    finally:
+        # Whatever happened in there (an interrupt, a crash of the suite), no server outlives it.
+        stop_all()
     result.errors += plugin.errors
+    if options.skip_all:
+        result.notes.append(options.skip_all)
     finished = (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED)
     if code not in finished and not plugin.errors:
         result.errors.append(f"pytest stopped with exit code {int(code)}")
@@ -205,24 +234,46 @@ def run_suite(options: RunOptions) -> tuple[RunResult, list[str]]:
     return result, plugin.unmatched
 
 
-def _preflight(options: RunOptions) -> str:
-    """Start the server once, so a server that cannot start is one error, not one per case."""
+def _start_once(options: RunOptions, codec: str) -> str:
+    """Start the server with ``codec`` and stop it; what went wrong, or ''."""
     assert options.template is not None
-    args = ["--codec", options.codec] if options.config_flags and "{codec}" not in options.template else []
+    args = ["--codec", codec] if options.config_flags and "{codec}" not in options.template else []
     process = ServerProcess(
         options.template,
         host=options.host,
         extra_args=args,
-        codec=options.codec,
+        codec=codec,
         start_timeout=10.0 * options.timeout_scale,
     )
     try:
         process.start()
     except (ServerFailed, OSError) as exc:
-        return f"the server did not start: {' '.join(process.command(0))}\n{exc}"
+        return f"{' '.join(process.command(0))}\n{exc}"
     finally:
         process.stop()
     return ""
+
+
+def _preflight(options: RunOptions) -> str:
+    """Start the server once, so a server that cannot start is one error, not one per case.
+
+    A server that cannot start with an optional codec but starts with a required one does not
+    offer that codec: every case of the run is then skipped with that reason (``skip_all``).
+    """
+    problem = _start_once(options, options.codec)
+    if not problem:
+        return ""
+    if options.codec in OPTIONAL_CODECS and options.config_flags:
+        required = sorted(REQUIRED_CODECS)[0].value
+        if not _start_once(options, required):
+            lines = [line.strip() for line in problem.splitlines()[1:] if line.strip()]
+            said = "; ".join(dict.fromkeys([lines[0], lines[-1]])) if lines else "it did not start"
+            options.skip_all = (
+                f"the server does not offer the optional {options.codec} codec (§4.1): it starts with "
+                f"{required}, not with {options.codec} ({said})"
+            )
+            return ""
+    return f"the server did not start: {problem}"
 
 
 def _runs(args: argparse.Namespace, out: TextIO) -> list[RunOptions]:
@@ -235,14 +286,20 @@ def _runs(args: argparse.Namespace, out: TextIO) -> list[RunOptions]:
         "strict": args.strict,
         "out": out,
     }
+    chosen = CODECS if args.codec == "all" else (args.codec,) if args.codec else None
     if args.target:
         target = args.target
         name = args.name or f"{target[0]}:{target[1]}"
-        return [RunOptions(name=name, codec=args.codec or "msgpack", target=target, **common)]
+        return [
+            RunOptions(name=name, codec=codec, target=target, **common) for codec in chosen or ("msgpack",)
+        ]
     if args.server_cmd:
         name = args.name or _default_name(args.server_cmd)
-        return [RunOptions(name=name, codec=args.codec or "msgpack", template=args.server_cmd, **common)]
-    codecs = (args.codec,) if args.codec else CODECS
+        return [
+            RunOptions(name=name, codec=codec, template=args.server_cmd, **common)
+            for codec in chosen or ("msgpack",)
+        ]
+    codecs = chosen or CODECS
     return [
         RunOptions(name=name, codec=codec, template=template, **common)
         for name, template in BUNDLED.items()
@@ -276,6 +333,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return 0
     _raise_fd_limit()
     runs = _runs(args, out)
+    if not args.verbose:
+        out.write(f"{PROGRESS_LEGEND}\n")
     results: list[RunResult] = []
     unmatched: set[str] = set()
     for options in runs:
@@ -288,10 +347,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return 2
     merged = [run for path in args.merge for run in read_json(path)] + results
     registry = ordered(load_cases())
-    details = failure_details(results)
+    details = failure_details(results, verbose=args.verbose)
     if details:
         out.write(f"\n{details}\n")
-    out.write(f"\n{terminal_matrix(merged, registry)}\n\n{terminal_summary(results)}\n")
+    out.write(f"\n{terminal_matrix(merged, registry)}\n")
+    skipped = skip_summary(results)
+    if skipped:
+        out.write(f"\n{skipped}\n")
+    out.write(f"\n{terminal_summary(results)}\n")
     if args.json:
         write_json(args.json, results)
     if args.junitxml:

@@ -14,6 +14,7 @@ longer than the ``max_frame`` the server advertised (§3.2). A breach raises
 from __future__ import annotations
 
 import itertools
+import os
 import pickle
 import socket
 import struct
@@ -40,6 +41,8 @@ from protocol import (
 from protocol.constants import MAX_WIRE_LENGTH, CodecName
 
 DEFAULT_TIMEOUT = 5.0
+#: Linux's TCP_CLOSE, the first octet of ``struct tcp_info``: the connection is over.
+_TCP_CLOSE = 7
 _tokens = itertools.count(1)
 
 #: What a received item is: a typed message, or the decoded value when it is not a valid server message.
@@ -369,6 +372,63 @@ class WirePeer:
             self._read(deadline, "the server to close the connection", waited)
         before, self.inbox = self.inbox, []
         return before
+
+    def expect_quiet(self, seconds: float, why: str) -> None:
+        """Read for ``seconds``; anything arriving meanwhile, or the close, fails with ``why``.
+
+        An observation window, not a wait for something to happen: what a case checks here is
+        that nothing happens before a point in time (a timer that must not have fired yet).
+        """
+        deadline = time.monotonic() + seconds
+        while not self.inbox and not self.closed:
+            try:
+                self._read(deadline, "silence", seconds)
+            except WireTimeout:
+                return
+        got = "; ".join(_shorten(repr(m), 200) for m in self.inbox[:5])
+        ending = f"the server closed the connection ({self.closed_by})" if self.closed else got
+        raise AssertionError(f"{self.label}: {why}, but within {seconds:.2f} s came: {ending}")
+
+    def end_after_server_fin(self, data: bytes, timeout: float | None = None) -> str:
+        """The server has half-closed: send ``data``, half-close too, and see how the connection ends.
+
+        A server closing as spec §9.4 says reads and discards ``data`` until this side's EOF;
+        one that has already closed its socket with input unread has reset the connection, and
+        one that closed it since usually makes its TCP answer ``data`` with RST (Linux drops
+        such data silently when it comes with the acknowledgement of the server's FIN). Returns
+        "" for the orderly end, else what showed the reset. On Linux the connection's TCP
+        state is watched until it is over, so a reset that came is always seen.
+        """
+        if not self.send_raw(data, f"{len(data)} octets after the server's FIN", tolerate_close=True):
+            return "sending after the server's FIN failed: the server reset the connection"
+        self.transcript.add(self.label, WireRecord(time.monotonic(), "send", b"", "FIN (shutdown SHUT_WR)"))
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            return f"half-closing after the server's FIN failed ({exc}): the server reset the connection"
+        waited = timeout if timeout is not None else self.timeout
+        deadline = time.monotonic() + waited
+        tcp_info = getattr(socket, "TCP_INFO", None)
+        if tcp_info is not None:
+            while self.sock.getsockopt(socket.IPPROTO_TCP, tcp_info, 8)[0] != _TCP_CLOSE:
+                if time.monotonic() >= deadline:
+                    return f"the connection did not end within {waited:.1f} s after both sides' FIN"
+                # Polls the kernel's state of this very connection: it changes as soon as the
+                # other side's TCP answers, which on loopback is almost at once.
+                time.sleep(0.002)
+        error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            self.transcript.note(f"{self.label}: reset after the server's FIN: {os.strerror(error)}")
+            return f"the server's TCP answered with RST ({os.strerror(error)})"
+        try:
+            self.sock.settimeout(0)
+            self.sock.recv(1)
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            return f"the server's TCP answered with RST ({exc})"
+        except (BlockingIOError, OSError):
+            pass
+        self.transcript.note(f"{self.label}: orderly end: the server read until EOF")
+        return ""
 
     def half_close(self) -> None:
         self.transcript.add(self.label, WireRecord(time.monotonic(), "send", b"", "FIN (shutdown SHUT_WR)"))

@@ -31,7 +31,16 @@ from .messages import (
     Welcome,
     from_wire,
 )
-from .states import CLIENT_RECEIVES, CLIENT_SENDS, FATAL_ERROR, SERVER_RECEIVES, SERVER_SENDS, State, rule
+from .states import (
+    CLIENT_RECEIVES,
+    CLIENT_SENDS,
+    FATAL_ERROR,
+    OTHER,
+    SERVER_RECEIVES,
+    SERVER_SENDS,
+    State,
+    rule,
+)
 
 
 class Role(Enum):
@@ -44,6 +53,8 @@ class NeedData(Enum):
 
     NEED_DATA = auto()
 
+
+_SERVER_ACTIVE_RECEIVES: Final = SERVER_RECEIVES[State.ACTIVE]
 
 #: ``next_event`` has nothing complete to return; feed more bytes.
 NEED_DATA: Final = NeedData.NEED_DATA
@@ -183,7 +194,11 @@ class Connection:
             if isinstance(value, dict) and type(value.get("type")) is str:
                 # The type is judged against the state before its fields are (§7.3).
                 kind: str = value["type"]
-                verdict = rule(SERVER_RECEIVES, self.state, kind)
+                # rule(SERVER_RECEIVES, ...) inlined, ACTIVE first: this runs for every message a
+                # server reads, and an Enum's hash is a Python-level call.
+                state = self.state
+                rules = _SERVER_ACTIVE_RECEIVES if state is State.ACTIVE else SERVER_RECEIVES[state]
+                verdict = rules.get(kind) or rules[OTHER]
                 if verdict.refuse is not None:
                     why = verdict.why.format(type=f"'{escape(kind, 64)}'")
                     raise RemoteProtocolError(verdict.refuse, why)

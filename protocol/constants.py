@@ -60,6 +60,8 @@ class CodecName(StrEnum):
 
 
 DEFAULT_CODEC: Final = CodecName.MSGPACK
+#: Every server implements these codecs; the others are optional (§4.1).
+REQUIRED_CODECS: Final = frozenset({CodecName.MSGPACK})
 
 
 class ErrorCode(StrEnum):

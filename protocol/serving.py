@@ -38,7 +38,8 @@ def peer_host(address: str) -> str:
 
 def listening_line(host: str, port: int) -> str:
     """The one line a server prints on start; the port follows the last colon."""
-    return f"listening on {host}:{port}"
+    # IPv6 in brackets, as in URLs (RFC 3986 §3.2.2): [::1]:5555 (§16.1).
+    return f"listening on [{host}]:{port}" if ":" in host else f"listening on {host}:{port}"
 
 
 def announce(host: str, port: int, core: ServerCore) -> None:

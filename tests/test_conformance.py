@@ -6,12 +6,14 @@ The suite itself runs in subprocesses (``python -m conformance``), as a user run
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import json
 import os
 import re
 import subprocess
 import sys
+import unicodedata
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -19,10 +21,22 @@ from typing import Any
 import pytest
 
 from conformance import cases, mutants
-from conformance.differential import compare, run_session
+from conformance.cases.test_names import WHITESPACE
+from conformance.differential import INFORMATIVE, compare, normalise, run_session
 from conformance.registry import MUST, SHOULD, load_cases, ordered
-from conformance.report import SCHEMA, RunResult, markdown_matrix, read_json, write_json, write_junit
+from conformance.report import (
+    SCHEMA,
+    RunResult,
+    failure_details,
+    markdown_matrix,
+    read_json,
+    skip_summary,
+    terminal_matrix,
+    write_json,
+    write_junit,
+)
 from conformance.serverproc import BUNDLED, ServerProcess
+from conformance.wire import WirePeer
 from protocol.constants import ErrorCode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,7 +203,19 @@ def test_bundled_server_passes_pickle_cases_and_a_smoke_run(tmp_path: Path, impl
         assert by_id[case_id]["outcome"] == "pass", by_id[case_id]
 
 
-@pytest.mark.parametrize("name", sorted(mutants.MUTANTS))
+DEFECTS = sorted(name for name, mutant in mutants.MUTANTS.items() if not mutant.legal)
+LEGAL = sorted(name for name, mutant in mutants.MUTANTS.items() if mutant.legal)
+
+
+def test_every_mutant_is_a_defect_with_its_cases_or_a_legal_variant() -> None:
+    registry = load_cases()
+    for name, mutant in mutants.MUTANTS.items():
+        assert bool(mutant.caught_by) != mutant.legal, f"{name}: a defect names cases, a legal variant none"
+        for glob in mutant.caught_by:
+            assert any(fnmatch.fnmatchcase(case_id, glob) for case_id in registry), f"{name}: {glob}"
+
+
+@pytest.mark.parametrize("name", DEFECTS)
 def test_mutant_is_caught(tmp_path: Path, name: str) -> None:
     mutant = mutants.MUTANTS[name]
     result = run_server(
@@ -199,11 +225,36 @@ def test_mutant_is_caught(tmp_path: Path, name: str) -> None:
 
 
 @pytest.mark.skipif(not LONG, reason="set CONFORMANCE_LONG=1 to run every mutant against the whole suite")
-@pytest.mark.parametrize("name", sorted(mutants.MUTANTS))
+@pytest.mark.parametrize("name", DEFECTS)
 def test_mutant_is_caught_by_the_whole_suite(tmp_path: Path, name: str) -> None:
     result = run_server(tmp_path, mutants.command(name), name, "msgpack", scale=0.5)
     caught = [c["id"] for c in result.cases if c["outcome"] == "fail"]
     assert caught, f"mutant {name} passed the whole suite"
+
+
+def test_a_noncanonical_msgpack_server_passes_every_must(tmp_path: Path) -> None:
+    # str 8 for short strings is legal msgpack; only §4.2's encoding SHOULD is broken. The size
+    # rules (§8.4-§8.6) are judged in the server's own encoding, so every MUST case passes.
+    result = run_server(tmp_path, mutants.command("noncanonical_str8"), "str8", "msgpack")
+    assert not result.failed, failures(result)
+    by_id = outcomes(result)
+    assert by_id["ENCODING-CANONICAL"]["outcome"] == "warn", "the suite must still see the encoding"
+    for case_id in ("WHO-ROSTER-TRUNCATED", "PING-TOKEN-LONG", "SAY-TEXT-AT-LIMIT", "SAY-TEXT-TOO-LONG"):
+        assert by_id[case_id]["outcome"] == "pass", by_id[case_id]
+
+
+@pytest.mark.skipif(not LONG, reason="set CONFORMANCE_LONG=1 to run every legal variant on the whole suite")
+@pytest.mark.parametrize("name", LEGAL)
+def test_legal_variant_passes_the_whole_suite(tmp_path: Path, name: str) -> None:
+    result = run_server(tmp_path, mutants.command(name), name, "msgpack")
+    assert not result.failed, failures(result)
+
+
+def test_informal_error_texts_pass_the_error_cases(tmp_path: Path) -> None:
+    selection = selecting("ERR-*", "MSG-*", "HELLO-*", "NAME-*", "CODEC-*", "VEC-INVALID", "GARBAGE-*")
+    result = run_server(tmp_path, mutants.command("informal_errors"), "informal", "msgpack", *selection)
+    assert not result.failed, failures(result)
+    assert outcomes(result)["CODEC-MISMATCH-HINT"]["outcome"] == "warn", "the hint is a SHOULD"
 
 
 def test_a_server_dying_mid_case_is_reported_with_its_stderr(tmp_path: Path) -> None:
@@ -242,6 +293,112 @@ def test_list_and_unknown_selection(tmp_path: Path) -> None:
     assert code == 2 and "no case matches" in output
 
 
+def test_a_case_that_skips_itself_is_a_skip_with_its_reason(tmp_path: Path) -> None:
+    # Without {host} the server cannot be asked to listen on ::1: HOST-IPV6 cannot judge it.
+    template = f"{sys.executable} -m impl_select --port {{port}}"
+    result = run_server(tmp_path, template, "no-host", "msgpack", *selecting("HOST-IPV6", "PING-PONG"))
+    by_id = outcomes(result)
+    assert by_id["HOST-IPV6"]["outcome"] == "skip", by_id["HOST-IPV6"]
+    assert "{host}" in by_id["HOST-IPV6"]["message"]
+    assert by_id["PING-PONG"]["outcome"] == "pass"
+
+
+def test_a_server_without_ipv6_is_skipped_on_ipv6_with_its_reason(tmp_path: Path) -> None:
+    result = run_server(tmp_path, mutants.command("ipv4_only"), "v4", "msgpack", *selecting("HOST-*"))
+    host = outcomes(result)["HOST-IPV6"]
+    assert host["outcome"] == "skip" and "::1" in host["message"], host
+
+
+def test_an_optional_codec_the_server_lacks_is_skipped_not_failed(tmp_path: Path) -> None:
+    code, output, results = run_conformance(
+        tmp_path, "--server-cmd", mutants.command("no_pickle"), "--codec", "all", *selecting("PING-*")
+    )
+    assert code == 0, output[-3000:]
+    by_codec = {run.codec: run for run in results}
+    assert not by_codec["msgpack"].failed and by_codec["msgpack"].summary()["pass"] == 3
+    pickle_run = by_codec["pickle"]
+    assert not pickle_run.errors and pickle_run.summary()["skip"] == len(pickle_run.cases) == 3
+    assert "does not offer the optional pickle codec" in pickle_run.notes[0], pickle_run.notes
+    assert "offers no pickle codec" in pickle_run.cases[0]["message"], "the server's own words are kept"
+
+
+def test_a_server_that_starts_with_no_codec_is_an_error(tmp_path: Path) -> None:
+    template = f"{sys.executable} -c 'raise SystemExit(3)' {{port}}"
+    code, output, results = run_conformance(tmp_path, "--server-cmd", template, "--codec", "pickle")
+    assert code == 1 and results[0].errors and "did not start" in results[0].errors[0], output[-2000:]
+
+
+def _processes_with(token: str) -> list[int]:
+    """Processes whose environment holds ``token`` (Linux)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if token.encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_a_wrapped_server_is_judged_to_the_end_and_leaves_no_process(tmp_path: Path) -> None:
+    # The wrapper dies on SIGTERM while its child keeps the stdout pipe: the runner must still
+    # end, with a report, and stop the child too. Its flags are dropped by the wrapper ($0, $1).
+    token = f"CONFORMANCE_WRAPPED_{os.getpid()}_{tmp_path.name}"
+    template = f"bash -c '{sys.executable} -m impl_select --port {{port}}; true'"
+    report = tmp_path / "wrapped.json"
+    command = [
+        sys.executable,
+        "-m",
+        "conformance",
+        "--server-cmd",
+        template,
+        "--name",
+        "wrapped",
+        *selecting("PING-PONG", "SHUTDOWN-SIGTERM", "WELCOME-MAX-FRAME-CONFIGURED"),
+        "--json",
+        str(report),
+    ]
+    completed = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, token: "1"},
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 1 and report.exists(), output[-3000:]
+    by_id = outcomes(read_json(report)[0])
+    assert by_id["PING-PONG"]["outcome"] == "pass"
+    shutdown = by_id["SHUTDOWN-SIGTERM"]
+    assert shutdown["outcome"] == "fail" and "wraps the server" in shutdown["message"], shutdown
+    configured = by_id["WELCOME-MAX-FRAME-CONFIGURED"]["message"]
+    assert "must pass such flags on" in configured, configured
+    assert "wrapped/msgpack" in output and "FAILED" in output
+    assert not _processes_with(token), "a process of the wrapped server outlived the run"
+
+
+def test_a_target_with_someone_in_the_room_is_not_judged(tmp_path: Path) -> None:
+    with (
+        ServerProcess(BUNDLED["impl_select"], extra_args=["--codec", "msgpack"]) as server,
+        WirePeer(server.address, label="bystander") as bystander,
+    ):
+        bystander.join("bystander")
+        target = f"127.0.0.1:{server.port}"
+        code, output, results = run_conformance(
+            tmp_path, "--target", target, *selecting("PING-*", "JOINED-*", "SCALE-*")
+        )
+        seen = bystander.barrier()
+    assert code == 1, output[-3000:]
+    assert "room is not empty" in results[0].errors[0] and "bystander@127.0.0.1" in results[0].errors[0]
+    assert {c["outcome"] for c in results[0].cases} == {"skip"}
+    # The one probe that found the bystander is all it saw: no flood of joins.
+    assert [type(m).__name__ for m in seen] == ["Joined", "Left"], seen
+
+
 # --- differential ---------------------------------------------------------------------------
 
 
@@ -265,6 +422,38 @@ def test_the_differential_check_sees_a_difference() -> None:
             sessions[name] = run_session(server.address, "msgpack", timeout=10.0)
     diff = compare(sessions["reference"], sessions["mutant"])
     assert any('"type": "message"' in line for line in diff if line.startswith("+")), "\n".join(diff)
+
+
+def test_the_differential_check_compares_only_what_the_spec_fixes(tmp_path: Path) -> None:
+    # Other error texts, field order, extra fields and str 8 encodings are all free (§4.2, §5.1,
+    # §5.4.7): the runner's --differential must call such a server identical to the reference.
+    for name in ("informal_errors", "noncanonical_str8"):
+        code, output, _ = run_conformance(
+            tmp_path,
+            "--server-cmd",
+            mutants.command(name),
+            "--name",
+            name,
+            "--case",
+            "PING-PONG",
+            "--differential",
+        )
+        assert code == 0 and f"vs {name}/msgpack: identical" in output, output[-3000:]
+    code, output, _ = run_conformance(
+        tmp_path,
+        "--server-cmd",
+        mutants.command("left_reason_always_quit"),
+        "--case",
+        "PING-PONG",
+        "--differential",
+    )
+    assert code == 1 and "DIFFERENT" in output and '"reason": "quit"' in output, output[-3000:]
+
+
+def test_normalise_keeps_normative_fields_only() -> None:
+    free = {"type": "error", "fatal": False, "message": "anything", "code": "bad_message", "x": 1}
+    assert normalise(free) == {"type": "error", "code": "bad_message", "message": INFORMATIVE, "fatal": False}
+    assert normalise({"type": "welcome?"}) == {"type": "welcome?"}, "not a server message: kept as it is"
 
 
 # --- reports ----------------------------------------------------------------------------------
@@ -314,3 +503,71 @@ def test_reports_json_junit_and_markdown(tmp_path: Path) -> None:
     matrix = markdown_matrix(runs, ordered(load_cases()))
     assert "| case | § | level | title | good/msgpack | bad/msgpack |" in matrix
     assert f"| {first_case} |" in matrix and "**FAIL**" in matrix
+
+
+def _run_of(column: str, outcomes_by_id: dict[str, tuple[str, str]]) -> RunResult:
+    implementation, codec = column.split("/")
+    result = RunResult(implementation, codec, "2025-01-01T00:00:00+00:00", duration=1.0)
+    for case in ordered(load_cases()):
+        if case.id in outcomes_by_id:
+            outcome, message = outcomes_by_id[case.id]
+            result.cases.append(
+                {
+                    "id": case.id,
+                    "section": case.section,
+                    "level": case.level.value,
+                    "title": case.title,
+                    "outcome": outcome,
+                    "duration": 0.01,
+                    "message": message,
+                    "transcript": "\n".join(f"[peer] {i:9.4f} >> {'00 ' * 60}" for i in range(100)),
+                }
+            )
+    return result
+
+
+def test_the_terminal_report_reads_well_at_100_columns() -> None:
+    registry = ordered(load_cases())
+    every = {c.id: ("pass", "") for c in registry}
+    runs = [_run_of(f"{impl}/{codec}", every) for impl in BUNDLED for codec in ("msgpack", "pickle")]
+    matrix = terminal_matrix(runs, registry)
+    lines = matrix.splitlines()
+    assert max(map(len, lines)) <= 100 and all(line == line.rstrip() for line in lines), matrix
+    assert "A = impl_select/msgpack" in matrix and "D = impl_asyncio/pickle" in matrix
+    assert sum(1 for line in lines if line.startswith(registry[0].id + " ")) == 1
+    # Only the cases that ran are rows.
+    selected = {c.id: ("pass", "") for c in registry if c.id.startswith("FRAME-")}
+    small = terminal_matrix([_run_of("impl_select/msgpack", selected)], registry)
+    rows = small.splitlines()[2:]
+    assert len(rows) == len(selected) and all(row.startswith("FRAME-") for row in rows), small
+
+
+def test_the_terminal_report_says_why_cases_were_skipped_and_hides_pytest_hints() -> None:
+    registry = ordered(load_cases())
+    first, second = registry[0].id, registry[1].id
+    runs = [
+        _run_of(
+            "a/msgpack",
+            {first: ("skip", "needs IPv6"), second: ("fail", "expected x\n  Use -v to get more diff")},
+        ),
+        _run_of("b/msgpack", {first: ("skip", "needs IPv6"), second: ("pass", "")}),
+    ]
+    skipped = skip_summary(runs)
+    assert "- needs IPv6\n" in skipped + "\n" and first in skipped, skipped
+    assert all(line == line.rstrip() for line in skipped.splitlines())
+    details = failure_details(runs)
+    assert "expected x" in details and "Use -v" not in details, details
+    assert "60 earlier lines left out" in details and max(map(len, details.splitlines())) <= 100
+    assert all(line == line.rstrip() for line in details.splitlines()), details
+    assert len(failure_details(runs, verbose=True).splitlines()) > len(details.splitlines())
+
+
+def test_the_whitespace_list_of_the_case_and_the_spec_is_unicode_14s() -> None:
+    space = {c for c in range(0x110000) if chr(c).isspace()}
+    separators = {c for c in range(0x110000) if unicodedata.category(chr(c)) in ("Zs", "Zl", "Zp")}
+    if unicodedata.unidata_version == "14.0.0":
+        assert set(WHITESPACE) == space | separators and len(WHITESPACE) == 29
+    text = spec_sections()["6.1"]
+    listed = re.sub(r"\s+", " ", text)
+    assert "29 code points U+0009..U+000D, U+001C..U+0020, U+0085, U+00A0, U+1680," in listed
+    assert set(WHITESPACE) <= space | separators, "every listed code point is whitespace in any version"

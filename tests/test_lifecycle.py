@@ -14,6 +14,7 @@ from protocol import (
     Error,
     FrameDecoder,
     Hello,
+    Left,
     Message,
     Relayed,
     Say,
@@ -447,3 +448,19 @@ def test_flush_early_ignores_an_outbox_waiting_for_its_socket() -> None:
     core.receive(alice, encode_message(CODEC, Say("more")), 0.0)
     assert not core.flush_early
     assert core.take_dirty() == []
+
+
+def test_a_fatal_error_that_would_pass_the_cap_closes_at_once_and_leaves_once() -> None:
+    memory = make()
+    alice = join(memory, "alice")
+    bob = join(memory, "bob")
+    memory.read(alice)
+    backlog = 1000
+    memory.core._carry_out([Send(b"q" * backlog, (bob,))])  # bob is not reading
+    memory.core.max_output_buffer = backlog + 8  # no error frame fits any more
+    memory.receive(bob, encode_frame(b""))  # bad_payload: fatal
+    assert memory.directives == [(Disposal.ABORT, bob)]  # no linger (§9.4 with §10)
+    assert bob not in memory.core
+    assert [m for m in decoded(memory.read(alice)) if isinstance(m, Left)] == [
+        Left("bob", "127.0.0.1", 1, "error")
+    ]

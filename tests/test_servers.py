@@ -176,7 +176,7 @@ def test_listening_line_and_ipv6_host(impl: str) -> None:
     except OSError:
         pytest.skip("no IPv6 loopback")
     with serve(impl, host="::1") as h:
-        assert h.server._stdout_lines[0] == f"listening on ::1:{h.server.port}\n"
+        assert h.server._stdout_lines[0] == f"listening on [::1]:{h.server.port}\n"
         alice = h.peer("alice")
         assert alice.join("alice").host == "::1"
 

@@ -899,6 +899,12 @@ def invalid_vectors() -> list[Vector]:
             f"hello{{name: alice}} with an unknown field x holding empty arrays, {OVER} values in all: "
             "unknown fields are ignored only once decoded (§4.2 rule 9).",
         ),
+        (
+            "array16-count-beyond-octets",
+            b"\xdc\x00\x10\x01\x02\x03",
+            "array 16 declaring 16 elements with 3 octets left: each element takes one octet at least "
+            "(§4.2 rule 7).",
+        ),
     ]
     cases.extend(
         Case(msgpack, "await_hello", bad_payload, slug, encode_frame(payload), description)
@@ -946,6 +952,16 @@ def invalid_vectors() -> list[Vector]:
             "bin-type-key",
             encode_frame(b"\x82\xc4\x04type" + _mp("hello") + _mp("name") + _mp("alice")),
             'The key "type" as bin, not str: it names no field (§5.1), so the map has no type.',
+        ),
+        Case(
+            msgpack,
+            "active",
+            BAD_MESSAGE,
+            "bin-type-key-beside-str-type-key",
+            encode_frame(
+                b"\x83" + _mp("type") + _mp(7) + b"\xc4\x04type" + _mp("say") + _mp("text") + _mp("hi")
+            ),
+            'The str key "type" holds 7; the bin key "type" is another key (§4.2) and does not stand in.',
         ),
     ]
 

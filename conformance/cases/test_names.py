@@ -3,7 +3,7 @@ skeleton, and names kept as sent (§6)."""
 
 from __future__ import annotations
 
-from protocol import Hello, Left, Roster, Say, Welcome, Who
+from protocol import Error, Hello, Left, Roster, Say, Welcome, Who
 from protocol.constants import NAME_MAX_LENGTH, ErrorCode
 
 from ..context import Context, joined, left, relayed
@@ -49,10 +49,28 @@ def test_name_length(ctx: Context) -> None:
     _all_valid(ctx, [_padded(ctx, "a", NAME_MAX_LENGTH), _padded(ctx, "\U00020000", NAME_MAX_LENGTH)])
 
 
-@case("NAME-WHITESPACE", "6.1", MUST, "names with whitespace (isspace or Z*) are name_invalid")
+#: §6.1 rule 2, the whitespace of Unicode 14.0: every code point whose ``str.isspace()`` is true
+#: (general category Zs, or bidirectional class WS, B or S), which covers Zl and Zp too.
+WHITESPACE = (
+    *range(0x0009, 0x000E),
+    *range(0x001C, 0x0021),
+    0x0085,
+    0x00A0,
+    0x1680,
+    *range(0x2000, 0x200B),
+    0x2028,
+    0x2029,
+    0x202F,
+    0x205F,
+    0x3000,
+)
+
+
+@case(
+    "NAME-WHITESPACE", "6.1", MUST, "names with whitespace (each code point of §6.1's list) are name_invalid"
+)
 def test_name_whitespace(ctx: Context) -> None:
-    spaces = [" ", "\t", "\n", "\u00a0", "\u1680", "\u2003", "\u2028", "\u2029", "\u3000", "\u001f", "\u0085"]
-    _all_invalid(ctx, [" lead", "trail ", *(f"a{s}b" for s in spaces)])
+    _all_invalid(ctx, [" lead", "trail ", *(f"a{chr(c)}b" for c in WHITESPACE)])
 
 
 @case("NAME-CONTROL", "6.1", MUST, "names with control characters (Cc) are name_invalid")
@@ -205,6 +223,29 @@ def test_name_taken_confusable(ctx: Context) -> None:
     _taken(ctx, f"paypal{unique}", [f"\u0440\u0430\u0443\u0440\u0430l{unique}"])
     _taken(ctx, f"lvan{unique}", [f"IVAN{unique}"])
     _taken(ctx, f"bob{unique}", [f"b0b{unique}", f"b\u03bfb{unique}"])
+
+
+@case(
+    "NAME-TAKEN-FULL-CASEFOLD",
+    "6.2",
+    MUST,
+    "full case folding (CaseFolding.txt C and F, not T): ẞ is ss, İ is i + U+0307 but not i",
+)
+def test_name_taken_full_casefold(ctx: Context) -> None:
+    unique = ctx.name("")
+    # F mappings: capital sharp s to "ss", U+0130 to i + combining dot. (U+0149, whose F
+    # mapping is U+02BC n, is not PVALID under §6.1, so it cannot hold a name.)
+    _taken(ctx, f"\u1e9e{unique}", [f"ss{unique}", f"SS{unique}"])
+    _taken(ctx, f"\u0130x{unique}", [f"i\u0307x{unique}", f"I\u0307X{unique}"])
+    # T (Turkic) mappings are not applied: U+0130 does not fold to a plain i.
+    ctx.peer("dotted").join(f"\u0130y{unique}")
+    plain = ctx.peer("plain")
+    plain.send(Hello(f"iy{unique}"))
+    reply = plain.expect(lambda m: isinstance(m, Welcome | Error), what="welcome")
+    assert isinstance(reply, Welcome), (
+        f"'iy{unique}' was refused while '\u0130y{unique}' is a member ({reply!r}): the Turkic "
+        "folding of U+0130 to i (status T) is not part of §6.2's key"
+    )
 
 
 @case(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocol import Joined, Left, Member, Ping, Pong, Relayed, Roster, Say, Who
+from protocol import Error, Joined, Left, Member, Ping, Pong, Relayed, Roster, Say, Who
 from protocol.constants import ErrorCode
 
 from ..context import Context, joined, left, relayed
 from ..registry import MUST, SHOULD, Settings, case
+from ..sizing import probe_length, same_class
 from ..wire import WirePeer
 
 
@@ -124,6 +125,41 @@ def test_say_text_too_long(ctx: Context) -> None:
 
 
 @case(
+    "SAY-TEXT-AT-LIMIT",
+    "8.4",
+    MUST,
+    "a say whose message is exactly max_frame in the server's own encoding is relayed; 1 more is refused",
+)
+def test_say_text_at_limit(ctx: Context) -> None:
+    # The server's message for a shorter text of the same string class shows its own encoding:
+    # each octet of text adds exactly one octet (sizing module). So the text that makes the
+    # server's message exactly max_frame octets is known, and one octet more must be refused.
+    sender, receiver = ctx.members("sender", "receiver")
+    limit = ctx.max_frame
+    canonical = len(_text_for_relay_size(ctx, sender, limit))
+    probe = "x" * probe_length(canonical)
+    sender.send(Say(probe))
+    receiver.expect(relayed(probe, sender.name), timeout=ctx.timeout(10), what="the probe, relayed")
+    size = len(_last_payload(receiver, "message"))
+    longest = len(probe) + limit - size
+    assert longest >= len(probe), f"the probe's message takes {size} octets, over max_frame {limit}"
+    ctx.transcript.note(f"the server's message for {len(probe)} octets of text takes {size} octets")
+    text = "x" * longest
+    sender.send(Say(text))
+    message = receiver.expect(
+        lambda m: isinstance(m, Relayed), timeout=ctx.timeout(10), what=f"the {longest}-octet text"
+    )
+    assert message.text == text, f"got a text of {len(message.text)} characters, sent {len(text)}"
+    if not same_class(longest + 1, len(probe)):
+        ctx.transcript.note("one octet more changes the string's header: that half is not judged")
+        return
+    sender.send(Say(text + "x"))
+    sender.expect_error(ErrorCode.TEXT_TOO_LONG, fatal=False)
+    stray = [m for m in ctx.settle(sender, receiver)[1] if isinstance(m, Relayed)]
+    assert not stray, f"a text one octet over the limit was relayed ({len(stray[0].text)} characters)"
+
+
+@case(
     "SAY-TEXT-MAX",
     "8.4",
     SHOULD,
@@ -168,35 +204,70 @@ def test_who_after_departure(ctx: Context) -> None:
     assert [m.name for m in roster.members] == [first.name, third.name], f"roster after departure: {roster!r}"
 
 
+def _last_payload(peer: WirePeer, kind: str) -> bytes:
+    """The payload of the last ``kind`` message ``peer`` received, as the server encoded it."""
+    for payload, value in zip(reversed(peer.payloads), reversed(peer.values), strict=True):
+        if isinstance(value, dict) and value.get("type") == kind:
+            return payload
+    raise AssertionError(f"{peer.label} received no {kind}")
+
+
 @case(
     "WHO-ROSTER-TRUNCATED",
     "8.5",
     MUST,
-    "a roster that would exceed max_frame is the longest join-order prefix that fits, truncated true",
+    "a roster over max_frame is the longest join-order prefix that fits (server's encoding), truncated",
     settings=Settings(max_frame=1024),
 )
 def test_who_roster_truncated(ctx: Context) -> None:
-    peers = []
-    for index in range(24):
-        peer = ctx.peer(f"m{index}")
+    # Judged in the server's own encoding (§8.5): the full roster is asked for after each join,
+    # so its size with k members is known, in that encoding, for every k that fitted. A roster
+    # truncated to n members while n + 1 fitted is not the longest prefix. Adding a member
+    # changes a roster by that member's entry whether it is truncated or not, so the size of
+    # the (n + 1)-prefix is the n-prefix's plus what the (n + 1)th entry added to a full roster.
+    limit = 1024
+    peers: list[WirePeer] = []
+    full: dict[int, int] = {}
+    for _ in range(40):
+        peer = ctx.peer(f"m{len(peers)}")
         unique = ctx.name("")
         peer.join(unique + "n" * (32 - len(unique)))
         peers.append(peer)
-    asker = peers[0]
-    asker.barrier()
-    asker.send(Who())
-    roster = asker.expect(Roster)
-    payload = asker.payloads[-1]
-    names = [p.name for p in peers]
-    got = [m.name for m in roster.members]
-    assert roster.truncated is True, f"24 members with 32-character names do not fit 1024 octets: {roster!r}"
-    assert got == names[: len(got)], f"the roster must be a join-order prefix: {got!r}"
-    assert len(payload) <= 1024, f"the roster payload is {len(payload)} octets, over max_frame 1024"
-    if ctx.codec_name == "msgpack":
-        hosts = {p.name: ctx.host_of(p) for p in peers}
-        longer = [Member(n, hosts[n]) for n in names[: len(got) + 1]]
-        size = len(ctx.codec.encode(Roster(tuple(longer), True).to_wire()))
-        assert size > 1024, f"{len(got)} members is not the longest prefix: {len(longer)} fit ({size} octets)"
+        asker = peers[0]
+        asker.send(Who())
+        roster = asker.expect(Roster)
+        size = len(_last_payload(asker, "roster"))
+        names = [p.name for p in peers]
+        got = [m.name for m in roster.members]
+        if not roster.truncated:
+            assert got == names, f"an untruncated roster must list every member in join order: {roster!r}"
+            full[len(peers)] = size
+            continue
+        shown = len(got)
+        assert got == names[:shown], f"the roster must be a join-order prefix: {got!r}"
+        assert size <= limit, f"the roster payload is {size} octets, over max_frame {limit}"
+        if shown + 1 in full and shown in full:
+            longer = size + full[shown + 1] - full[shown]
+            assert longer > limit, (
+                f"{shown} of {len(peers)} members is not the longest prefix: in the server's own encoding "
+                f"a full roster of {shown} took {full[shown]} octets and of {shown + 1} took "
+                f"{full[shown + 1]}, so the {shown + 1}-member prefix takes {longer} octets, within "
+                f"max_frame {limit}"
+            )
+        ctx.transcript.note(f"first truncated roster: {shown} of {len(peers)} members, {size} octets")
+        # The longest prefix that fits does not depend on who joined after it.
+        for _ in range(2):
+            extra = ctx.peer("late")
+            extra.join(ctx.name("late"))
+        asker.send(Who())
+        again = asker.expect(Roster)
+        later = [m.name for m in again.members]
+        assert again.truncated and later == got, (
+            f"after two more joins the longest prefix must stay the same {shown} members; got "
+            f"{len(later)} (truncated {again.truncated})"
+        )
+        return
+    raise AssertionError(f"{len(peers)} members with 32-character names fit in max_frame {limit}: {full}")
 
 
 @case(
@@ -224,19 +295,59 @@ def test_ping_pong(ctx: Context) -> None:
     assert got == tokens, f"pong tokens differ from ping tokens:\n sent {tokens!r}\n got  {got!r}"
 
 
-@case("PING-TOKEN-LONG", "8.6", MUST, "a ping of exactly max_frame octets is answered with the whole token")
-def test_ping_token_long(ctx: Context) -> None:
-    peer = ctx.member("pinger")
-    overhead = len(ctx.codec.encode(Ping("").to_wire()))
-    length = ctx.max_frame - overhead
-    while (
-        len(ctx.codec.encode(Ping("\u00e9" * (length // 2) + "t" * (length % 2)).to_wire())) > ctx.max_frame
-    ):
+def _long_token(ctx: Context) -> str:
+    """A token of U+00E9 (two octets each) whose ping is ``max_frame`` octets in the suite's codec."""
+    length = ctx.max_frame - len(ctx.codec.encode(Ping("").to_wire()))
+    while len(ctx.codec.encode(Ping(_token(length)).to_wire())) > ctx.max_frame:
         length -= 1
-    token = "\u00e9" * (length // 2) + "t" * (length % 2)
+    return _token(length)
+
+
+def _token(octets: int) -> str:
+    return "\u00e9" * (octets // 2) + "t" * (octets % 2)
+
+
+@case(
+    "PING-TOKEN-LONG",
+    "8.6",
+    MUST,
+    "a ping of max_frame octets gets its whole token back, or text_too_long if the server's pong is over",
+)
+def test_ping_token_long(ctx: Context) -> None:
+    # §8.6 judges the pong in the server's own encoding, which may be larger than the suite's
+    # (str 8 for short strings is legal msgpack). A pong for a shorter token of the same string
+    # class shows it: the long token's pong is larger by exactly the octets added.
+    peer = ctx.member("pinger")
+    token = _long_token(ctx)
+    octets = len(token.encode("utf-8"))
+    shorter = _token(probe_length(octets))
+    # None: not judged (no shorter token of the same class, at the very start of a class).
+    fits: bool | None = None
+    if len(shorter) < len(token):
+        peer.send(Ping(shorter))
+        reply = peer.expect(lambda m: isinstance(m, Pong | Error), timeout=ctx.timeout(10), what="pong")
+        if isinstance(reply, Error):
+            assert (reply.code, reply.fatal) == (ErrorCode.TEXT_TOO_LONG, False), f"ping: got {reply!r}"
+            fits = False  # even the shorter token's pong is over max_frame
+        else:
+            assert reply.token == shorter, f"a token of {len(shorter)} characters came back changed"
+            added = octets - len(shorter.encode("utf-8"))
+            predicted = len(_last_payload(peer, "pong")) + added
+            ctx.transcript.note(f"the server's pong for the long token takes {predicted} octets")
+            fits = predicted <= ctx.max_frame
     peer.send(Ping(token))
-    pong = peer.expect(Pong, timeout=ctx.timeout(10))
-    assert pong.token == token, f"token of {len(token)} characters came back as {len(pong.token)} characters"
+    reply = peer.expect(lambda m: isinstance(m, Pong | Error), timeout=ctx.timeout(10), what="pong")
+    if isinstance(reply, Pong):
+        assert reply.token == token, (
+            f"token of {len(token)} characters came back as {len(reply.token)} characters"
+        )
+        assert fits is not False, "the pong exceeds max_frame in the server's own encoding (§8.6)"
+    else:
+        assert (reply.code, reply.fatal) == (ErrorCode.TEXT_TOO_LONG, False), f"expected pong, got {reply!r}"
+        assert fits is not True, (
+            f"text_too_long for a ping whose pong takes {ctx.max_frame} octets or fewer in the server's "
+            "own encoding (measured from its pong for a shorter token)"
+        )
 
 
 @case("PING-ONLY-ASKER", "8.6", MUST, "the pong goes to the asker only")

@@ -20,13 +20,13 @@ CLIENTS = 1100
     isolated=True,
 )
 def test_scale_many_clients(ctx: Context) -> None:
-    names = [ctx.name("c") for _ in range(CLIENTS)]
     peers = []
+    names = [ctx.name("c") for _ in range(CLIENTS)]
     counts = []
     # One join at a time: each welcome is read before later joined notices pile up behind it,
-    # so this side decodes n frames, not the n * n / 2 the server fans out. Each connects
-    # just before its hello: connected all at once, the last would wait for the others'
-    # joins and could meet the hello timeout (§7.4) on a slow machine.
+    # so this side decodes n frames, not the n * n / 2 the server fans out. Each connection is
+    # opened just before its hello, so that none waits for the others' joins: on a slow machine
+    # 1100 joins can take longer than the server's hello timeout.
     for index, name in enumerate(names):
         peer = ctx.peer(f"c{index}")
         peers.append(peer)

@@ -12,6 +12,7 @@ from protocol.constants import DEFAULT_MAX_FRAME
 
 from ..context import Context, relayed
 from ..registry import MUST, case
+from ..serverproc import ServerFailed, ServerProcess
 from ..spec_vectors import load_vectors
 
 
@@ -119,6 +120,21 @@ def _ipv6_available() -> bool:
     return True
 
 
+def _spawn_on(ctx: Context, host: str, why: str) -> ServerProcess:
+    """A server of the run's template listening on ``host``; the case skips if there is none.
+
+    Listening on IPv6 is optional (§1.2): a server that cannot be started on ``host``, or
+    says it listens elsewhere, makes the case a skip with that reason, never a pass.
+    """
+    if ctx.template is not None and "{host}" not in ctx.template:
+        pytest.skip(f"the server command template has no {{host}} placeholder, so it cannot {why}")
+    try:
+        return ctx.spawn(host=host)
+    except ServerFailed as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "it did not start"
+        pytest.skip(f"the server, started with host {host}, does not listen there ({first}): it cannot {why}")
+
+
 @case(
     "HOST-IPV6",
     "8.3",
@@ -129,9 +145,7 @@ def _ipv6_available() -> bool:
 def test_host_ipv6(ctx: Context) -> None:
     if not _ipv6_available():
         pytest.skip("this machine has no IPv6 loopback")
-    if ctx.template is not None and "{host}" not in ctx.template:
-        pytest.skip("the server command template has no {host} placeholder")
-    server = ctx.spawn(host="::1")
+    server = _spawn_on(ctx, "::1", "serve IPv6")
     watcher = ctx.peer("watcher", address=server.address)
     watcher.join(ctx.name("watcher"))
     peer = ctx.peer("v6", address=server.address)
@@ -139,3 +153,24 @@ def test_host_ipv6(ctx: Context) -> None:
     assert welcome.host == "::1", f"welcome.host over IPv6 loopback: expected '::1', got {welcome.host!r}"
     notice = watcher.expect(lambda m: getattr(m, "name", None) == welcome.name, what="joined")
     assert notice.host == "::1", f"joined.host: expected '::1', got {notice.host!r}"
+
+
+@case(
+    "HOST-IPV4-MAPPED",
+    "8.3",
+    MUST,
+    "an IPv4 client of an IPv6 (dual-stack) listener is host '127.0.0.1', not '::ffff:127.0.0.1'",
+    spawns=True,
+)
+def test_host_ipv4_mapped(ctx: Context) -> None:
+    if not _ipv6_available():
+        pytest.skip("this machine has no IPv6 loopback")
+    # The IPv4-mapped loopback address: an IPv6 socket bound there takes IPv4 connections to
+    # 127.0.0.1 (unless IPv6-only), and no other address is touched.
+    server = _spawn_on(ctx, "::ffff:127.0.0.1", "serve IPv4 clients on an IPv6 socket")
+    peer = ctx.peer("v4", address=("127.0.0.1", server.port))
+    welcome = peer.join(ctx.name("v4"))
+    assert welcome.host == "127.0.0.1", (
+        f"welcome.host for an IPv4 client of a dual-stack listener: expected '127.0.0.1' (§8.3), "
+        f"got {welcome.host!r}"
+    )

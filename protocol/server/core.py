@@ -362,6 +362,11 @@ class ServerCore:
             pending = []
             for client in over:
                 pending.extend(self.rules.slow_consumer(client))
+                outbox = self._outboxes.get(client)
+                if outbox is not None and outbox.closing:
+                    # Its fatal error (or shutdown) frame was what would not fit: closed at once,
+                    # without the linger, and announced once only (§9.4 with §10).
+                    self._forget(outbox, Disposal.ABORT)
 
     def _fan_out(self, data: bytes, clients: Sequence[ClientId], exclude: ClientId | None) -> list[ClientId]:
         """Queue ``data`` for ``clients`` but ``exclude``; return those it would push over the cap."""
