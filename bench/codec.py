@@ -29,9 +29,9 @@ from protocol import (
     Relayed,
     encode_frame,
     encode_message,
-    from_wire,
     get_codec,
 )
+from protocol.messages import from_wire
 
 _HEADER = struct.Struct(">I")
 

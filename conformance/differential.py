@@ -26,9 +26,9 @@ from protocol import (
     Say,
     Welcome,
     Who,
-    from_wire,
     get_codec,
 )
+from protocol.messages import from_wire
 
 from .plugin import RunOptions
 from .serverproc import BUNDLED, ServerProcess

@@ -34,7 +34,7 @@ import protocol.names
 import protocol.server.room
 from protocol import FrameDecoder, MsgpackCodec, encode_frame
 from protocol.constants import FATAL, MAX_WIRE_LENGTH, ErrorCode
-from protocol.server import Send, ServerCore, ServerRules
+from protocol.server import Relay, Send, ServerCore, ServerRules
 
 Rewrite = Callable[[ServerRules, int | None, list[Any]], list[Any]]
 
@@ -85,6 +85,8 @@ def _rewrite_sends(
     def rewrite(core: ServerRules, client: int | None, actions: list[Any]) -> list[Any]:
         out = []
         for action in actions:
+            if isinstance(action, Relay):  # a run of relayed messages: rewritten as one Send
+                action = Send(b"".join(action.frames), action.to, action.exclude)  # noqa: PLW2901
             if not isinstance(action, Send):
                 out.append(action)
                 continue

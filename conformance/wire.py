@@ -36,9 +36,9 @@ from protocol import (
     ProtocolError,
     Welcome,
     encode_frame,
-    from_wire,
 )
 from protocol.constants import MAX_WIRE_LENGTH, CodecName
+from protocol.messages import from_wire
 
 DEFAULT_TIMEOUT = 5.0
 #: Linux's TCP_CLOSE, the first octet of ``struct tcp_info``: the connection is over.

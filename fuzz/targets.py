@@ -23,7 +23,6 @@ import construct as cs
 
 from protocol import (
     CLIENT_MESSAGES,
-    FRAME,
     NEED_DATA,
     SERVER_MESSAGES,
     Codec,
@@ -49,13 +48,10 @@ from protocol import (
     Shutdown,
     State,
     Welcome,
-    build_frame,
     decode_message,
     encode_frame,
     encode_message,
-    from_wire,
     get_codec,
-    parse_frame,
 )
 from protocol.constants import (
     DEFAULT_MAX_FRAME,
@@ -67,6 +63,8 @@ from protocol.constants import (
     ErrorCode,
     LeaveReason,
 )
+from protocol.frame import FRAME, build_frame, parse_frame
+from protocol.messages import from_wire
 from protocol.names import name_problem
 from protocol.server import ClientId, ServerCore
 from protocol.server.memory import MemoryServer

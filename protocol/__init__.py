@@ -2,11 +2,17 @@
 
 Bytes in, events out; messages in, bytes out. Nothing here opens a socket, so the same
 code serves both reference servers, the client and the conformance suite.
+
+This top level is the wire layer: the message events, :class:`Connection`, the codecs,
+framing, the errors, and :func:`encode_message` / :func:`decode_message`. The server
+framework is :mod:`protocol.server`; the construct schema of a frame is
+:data:`protocol.frame.FRAME`, the state tables :mod:`protocol.states`, the constants
+:mod:`protocol.constants`.
 """
 
 __version__ = "0.1.0"
 
-from .codecs import Codec, MsgpackCodec, PickleCodec, RestrictedUnpickler, get_codec
+from .codecs import Codec, MsgpackCodec, PickleCodec, get_codec
 from .connection import (
     NEED_DATA,
     Connection,
@@ -20,7 +26,7 @@ from .connection import (
 )
 from .constants import CodecName, ErrorCode, LeaveReason
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from .frame import FRAME, FrameDecoder, build_frame, encode_frame, parse_frame
+from .frame import FrameDecoder, encode_frame
 from .messages import (
     CLIENT_MESSAGES,
     SERVER_MESSAGES,
@@ -38,12 +44,10 @@ from .messages import (
     Shutdown,
     Welcome,
     Who,
-    from_wire,
 )
 
 __all__ = [
     "CLIENT_MESSAGES",
-    "FRAME",
     "NEED_DATA",
     "SERVER_MESSAGES",
     "Codec",
@@ -69,7 +73,6 @@ __all__ = [
     "ProtocolError",
     "Relayed",
     "RemoteProtocolError",
-    "RestrictedUnpickler",
     "Role",
     "Roster",
     "Say",
@@ -77,11 +80,8 @@ __all__ = [
     "State",
     "Welcome",
     "Who",
-    "build_frame",
     "decode_message",
     "encode_frame",
     "encode_message",
-    "from_wire",
     "get_codec",
-    "parse_frame",
 ]

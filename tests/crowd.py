@@ -44,9 +44,9 @@ from protocol import (
     Say,
     Welcome,
     encode_message,
-    from_wire,
 )
 from protocol.constants import DEFAULT_MAX_FRAME
+from protocol.messages import from_wire
 
 READ_SIZE = 1 << 18
 _tokens = itertools.count(1)

@@ -45,8 +45,8 @@ from protocol import (
     Who,
     encode_frame,
     encode_message,
-    from_wire,
 )
+from protocol.messages import from_wire
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 10.0

@@ -36,18 +36,18 @@ from protocol import (
     Pong,
     Relayed,
     RemoteProtocolError,
-    RestrictedUnpickler,
     Roster,
     Say,
     Shutdown,
     Welcome,
     Who,
     encode_message,
-    from_wire,
     get_codec,
-    parse_frame,
 )
+from protocol.codecs import RestrictedUnpickler
 from protocol.constants import CodecName, ErrorCode
+from protocol.frame import parse_frame
+from protocol.messages import from_wire
 
 MSGPACK = MsgpackCodec()
 PICKLE = PickleCodec()

@@ -13,15 +13,13 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from protocol import (
-    FRAME,
     FrameDecoder,
     LocalProtocolError,
     RemoteProtocolError,
-    build_frame,
     encode_frame,
-    parse_frame,
 )
 from protocol.constants import DEFAULT_MAX_FRAME, HEADER_SIZE, MAX_WIRE_LENGTH, ErrorCode
+from protocol.frame import FRAME, build_frame, parse_frame
 
 FAST = settings(max_examples=200, deadline=None)
 

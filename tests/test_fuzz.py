@@ -34,9 +34,9 @@ from protocol import (
     PickleCodec,
     ProtocolError,
     RemoteProtocolError,
-    RestrictedUnpickler,
     encode_frame,
 )
+from protocol.codecs import RestrictedUnpickler
 from protocol.constants import ErrorCode
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -464,3 +464,34 @@ def test_a_fatal_error_that_would_pass_the_cap_closes_at_once_and_leaves_once() 
     assert [m for m in decoded(memory.read(alice)) if isinstance(m, Left)] == [
         Left("bob", "127.0.0.1", 1, "error")
     ]
+
+
+def test_shutdown_logs_whom_it_disconnects_and_how_long_it_took(caplog: pytest.LogCaptureFixture) -> None:
+    memory = make()
+    alice = join(memory, "alice")
+    join(memory, "bob")
+    memory.connect()  # never joins
+    caplog.set_level("INFO", logger="protocol.server")
+    memory.shutdown()
+    assert "shutting down: telling 3 connections (2 members)" in caplog.text
+    for client in (alice, 2, 3):
+        memory.read(client)
+    memory.receive(alice, b"")
+    memory.advance(0.25)
+    memory.receive(2, b"")
+    assert "shutdown complete" not in caplog.text  # one is still draining
+    memory.advance(SHUTDOWN_FLUSH_TIMEOUT)
+    assert "shutdown complete: 3 connections closed in 2.250 s (1 aborted)" in caplog.text
+
+
+def test_a_shutdown_notice_that_would_pass_the_cap_closes_at_once() -> None:
+    memory = make()
+    alice = join(memory, "alice")
+    bob = join(memory, "bob")
+    memory.read(alice)
+    memory.core._carry_out([Send(b"q" * 1000, (bob,))])  # bob is not reading
+    memory.core.max_output_buffer = 1010  # room for no shutdown frame (§12 with §10)
+    memory.shutdown()
+    assert memory.directives == [(Disposal.ABORT, bob)]  # alice's notice is still queued
+    assert bob not in memory.core
+    assert decoded(memory.read(alice)) == [Shutdown(SHUTDOWN_REASON)]

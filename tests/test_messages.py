@@ -26,9 +26,9 @@ from protocol import (
     Shutdown,
     Welcome,
     Who,
-    from_wire,
 )
 from protocol.constants import ErrorCode
+from protocol.messages import from_wire
 
 #: §5.2: every type, its direction and its fields in encoding order after "type".
 SPEC_FIELDS: dict[str, tuple[str, ...]] = {

@@ -456,15 +456,20 @@ class RoomMachine(RuleBasedStateMachine):
         assert self.memory.peak <= OUTPUT_CAP
 
     def teardown(self) -> None:
-        """Shutdown (§12): every connection still open is told and closed with a flush; no left."""
+        """Shutdown (§12): every connection still open is told and closed with a flush, or cut
+        off if the notice would pass its cap (§10); no left."""
         still_open = self.open_conns()
         self.deliver(Shutdown(SHUTDOWN_REASON), still_open)
-        # The core has forgotten every connection: a queue too full for the notice is not cut off.
-        self.over = []
+        # A queue too full for the notice is cut off, like any other frame that would pass
+        # the cap (§10), without left: the rules have already forgotten every connection.
+        too_full, self.over = set(self.over), []
         self.memory.shutdown()
         for conn in still_open:
-            assert self.memory.closed.get(conn.client) is True
-            self.read(conn)
+            if conn in too_full:
+                assert self.memory.closed.get(conn.client) is False
+            else:
+                assert self.memory.closed.get(conn.client) is True
+                self.read(conn)
         assert self.core.rules.connections == 0
         assert len(self.core.room) == 0
 

@@ -48,10 +48,9 @@ from protocol import (
     Who,
     encode_frame,
     encode_message,
-    from_wire,
 )
 from protocol.constants import DEFAULT_MAX_FRAME, PROTOCOL_VERSION, SHUTDOWN_FLUSH_TIMEOUT
-from protocol.messages import SERVER_MESSAGES
+from protocol.messages import SERVER_MESSAGES, from_wire
 from protocol.server import Deadlines
 from protocol.serving import peer_host
 

@@ -15,7 +15,6 @@ import pytest
 
 from protocol import (
     CLIENT_MESSAGES,
-    FRAME,
     NEED_DATA,
     SERVER_MESSAGES,
     Codec,
@@ -30,9 +29,7 @@ from protocol import (
     State,
     Welcome,
     encode_message,
-    from_wire,
     get_codec,
-    parse_frame,
 )
 from protocol.constants import (
     DEFAULT_MAX_FRAME,
@@ -43,6 +40,8 @@ from protocol.constants import (
     CodecName,
     ErrorCode,
 )
+from protocol.frame import FRAME, parse_frame
+from protocol.messages import from_wire
 from protocol.names import name_key, name_problem, name_skeleton
 from protocol.server import Close, Room, Send, ServerRules
 

@@ -33,7 +33,6 @@ from protocol import (  # noqa: E402
     SERVER_MESSAGES,
     encode_frame,
     encode_message,
-    from_wire,
     get_codec,
 )
 from protocol.constants import (  # noqa: E402
@@ -46,6 +45,7 @@ from protocol.constants import (  # noqa: E402
     CodecName,
     ErrorCode,
 )
+from protocol.messages import from_wire  # noqa: E402
 from protocol.names import name_key, name_skeleton  # noqa: E402
 
 VERSION = 1

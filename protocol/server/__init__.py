@@ -8,7 +8,7 @@ writes what the core's outboxes hold, carries out its directives and wakes it on
 
 from .core import Directive, Disposal, Outbox, ServerCore
 from .room import Room, Seat
-from .rules import Action, ClientId, Close, Send, ServerRules
+from .rules import Action, ClientId, Close, Relay, Send, ServerRules
 from .timers import Deadlines
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "Directive",
     "Disposal",
     "Outbox",
+    "Relay",
     "Room",
     "Seat",
     "Send",

@@ -54,7 +54,7 @@ from ..constants import (
     SHUTDOWN_FLUSH_TIMEOUT,
 )
 from .room import Room
-from .rules import Action, ClientId, Close, Send, ServerRules
+from .rules import Action, ClientId, Close, Relay, Send, ServerRules
 from .timers import Deadlines
 
 log = logging.getLogger("protocol.server")
@@ -333,32 +333,14 @@ class ServerCore:
         pending = actions
         while pending:
             over: list[ClientId] = []
-            index, count = 0, len(pending)
-            while index < count:
-                action = pending[index]
+            for action in pending:
                 if type(action) is Send:
-                    # A run of Sends to the same recipients (consecutive says of one sender)
-                    # is queued as one buffer: one append per recipient instead of one per frame.
-                    end = index + 1
-                    while end < count:
-                        following = pending[end]
-                        if (
-                            type(following) is not Send
-                            or following.to is not action.to
-                            or following.exclude != action.exclude
-                        ):
-                            break
-                        end += 1
-                    if end == index + 1:
-                        over += self._fan_out(action.data, action.to, action.exclude)
-                    else:
-                        frames = [send.data for send in pending[index:end] if type(send) is Send]
-                        over += self._fan_out_run(frames, action.to, action.exclude)
-                    index = end
+                    over += self._fan_out(action.data, action.to, action.exclude)
+                elif type(action) is Relay:
+                    over += self._fan_out_run(action.frames, action.to, action.exclude)
                 else:
                     assert type(action) is Close
                     self._close(action.client, action.flush)
-                    index += 1
             pending = []
             for client in over:
                 pending.extend(self.rules.slow_consumer(client))
@@ -400,6 +382,8 @@ class ServerCore:
     ) -> list[ClientId]:
         """:meth:`_fan_out` of several frames joined; a connection that cannot take them all is
         cut off, and the cut-offs are ordered by the first frame each could not take."""
+        if len(frames) == 1:
+            return self._fan_out(frames[0], clients, exclude)
         over = self._fan_out(b"".join(frames), clients, exclude)
         if len(over) > 1:
             ends = tuple(accumulate(map(len, frames)))
