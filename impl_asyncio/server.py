@@ -7,9 +7,10 @@ transport hands over whatever arrived and the frame decoder bounds what is kept,
 ``StreamReader`` would buffer on its own terms.
 
 Outboxes are written once per loop iteration (one ``writelines`` per connection), so a burst
-of fan-out costs each recipient one ``send``, not one per frame. While a transport has paused
-writing, frames stay in the core's outbox, where the output cap counts them exactly; what the
-transport itself still holds is reported to the core as ``held``.
+of fan-out costs each recipient one ``send``, not one per frame. What a transport still holds
+counts against the output cap as the outbox's ``held``: reported after every write, and asked
+of the transport itself when a frame would not fit. (Holding frames in the outbox while a
+transport has paused writing instead cost a third of the fan-out rate: smaller writes, later.)
 """
 
 from __future__ import annotations
@@ -32,14 +33,13 @@ log = logging.getLogger("impl_asyncio")
 class _ClientProtocol(asyncio.Protocol):
     """One accepted connection; hands what it hears to the server."""
 
-    __slots__ = ("client", "outbox", "paused", "server", "transport")
+    __slots__ = ("client", "outbox", "server", "transport")
 
     def __init__(self, server: AsyncioServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.client: ClientId = 0
         self.outbox: Outbox | None = None
-        self.paused = False  # the transport's buffer is over its high-water mark
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -52,13 +52,6 @@ class _ClientProtocol(asyncio.Protocol):
         self.server.received(self, b"")
         # Keep the transport open: the core's directives decide how it ends (§9.4).
         return True
-
-    def pause_writing(self) -> None:
-        self.paused = True
-
-    def resume_writing(self) -> None:
-        self.paused = False
-        self.server.resumed(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.disconnected(self, exc)
@@ -185,13 +178,6 @@ class AsyncioServer:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
-    def resumed(self, peer: _ClientProtocol) -> None:
-        assert peer.transport is not None
-        self.core.sent(peer.client, 0, peer.transport.get_write_buffer_size())
-        # This connection only: the others are written together at the end of the iteration.
-        self._write(peer)
-        self._schedule_flush()
-
     def disconnected(self, peer: _ClientProtocol, exc: Exception | None) -> None:
         if self.peers.pop(peer.client, None) is None:
             return  # closed as the core directed, or never a connection of the room
@@ -220,7 +206,7 @@ class AsyncioServer:
 
     def _write(self, peer: _ClientProtocol) -> None:
         outbox = peer.outbox
-        if peer.paused or outbox is None or not outbox.frames:
+        if outbox is None or not outbox.frames:
             return
         transport = peer.transport
         assert transport is not None

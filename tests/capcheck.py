@@ -64,7 +64,7 @@ def _asyncio_ignores_held() -> None:
 
     def write(self: Any, peer: Any) -> None:
         outbox = peer.outbox
-        if peer.paused or outbox is None or not outbox.frames:
+        if outbox is None or not outbox.frames:
             return
         outbox.refresh_held = None
         peer.transport.writelines(outbox.frames)
