@@ -55,19 +55,21 @@ CLOSE: Final = Rule(State.CLOSED)
 Table = Mapping[State, Mapping[str, Rule]]
 
 _ENDS: Final = {FATAL_ERROR: CLOSE, "shutdown": CLOSE}
+#: What a member may send, the same rule whichever side checks it (§7.1, §7.2).
+_MEMBER_REQUESTS: Final = {
+    "say": STAY,
+    "who": STAY,
+    "ping": STAY,
+    "hello": Rule(refuse=ErrorCode.ALREADY_JOINED, why="hello was already accepted"),
+    OTHER: Rule(refuse=ErrorCode.UNKNOWN_TYPE, why="a client does not send {type}"),
+}
 
 SERVER_RECEIVES: Final[Table] = {
     State.AWAIT_HELLO: {
         "hello": STAY,
         OTHER: Rule(refuse=ErrorCode.HELLO_REQUIRED, why="the first message must be hello, not {type}"),
     },
-    State.ACTIVE: {
-        "say": STAY,
-        "who": STAY,
-        "ping": STAY,
-        "hello": Rule(refuse=ErrorCode.ALREADY_JOINED, why="hello was already accepted"),
-        OTHER: Rule(refuse=ErrorCode.UNKNOWN_TYPE, why="a client does not send {type}"),
-    },
+    State.ACTIVE: _MEMBER_REQUESTS,
 }
 
 SERVER_SENDS: Final[Table] = {
@@ -92,13 +94,7 @@ CLIENT_SENDS: Final[Table] = {
     State.AWAIT_WELCOME: {
         OTHER: Rule(refuse=ErrorCode.HELLO_REQUIRED, why="{type} before welcome"),
     },
-    State.ACTIVE: {
-        "say": STAY,
-        "who": STAY,
-        "ping": STAY,
-        "hello": Rule(refuse=ErrorCode.ALREADY_JOINED, why="hello was already accepted"),
-        OTHER: Rule(refuse=ErrorCode.UNKNOWN_TYPE, why="a client does not send {type}"),
-    },
+    State.ACTIVE: _MEMBER_REQUESTS,
 }
 
 CLIENT_RECEIVES: Final[Table] = {

@@ -2,7 +2,8 @@
 
 :class:`ServerRules` holds the room and every connection's protocol state. Each event method
 returns the actions the protocol calls for, in order: :class:`Send` (this frame to these
-connections) and :class:`Close` (end this connection, flushing first or not). It does not
+connections), :class:`Relay` (a run of one sender's relayed messages to the room) and
+:class:`Close` (end this connection, flushing first or not). It does not
 know about buffers, timers or sockets: :class:`protocol.server.ServerCore` carries the actions
 out and owns the rest of each connection's life.
 """
