@@ -13,7 +13,7 @@ import os
 import socket
 from collections.abc import Callable
 
-from protocol.constants import CLOSE_LINGER
+from protocol.constants import CLIENT_KEEPALIVE, CLOSE_LINGER
 
 from .session import ChatSession, Line
 
@@ -43,12 +43,18 @@ class Link:
         writer: asyncio.StreamWriter,
         show: Callable[[Line], None],
         endpoint: str = "the server",
+        *,
+        keepalive: float = CLIENT_KEEPALIVE,
     ) -> None:
+        """``keepalive``: seconds without sending after which a member sends a ping, so that
+        the server's idle timeout (spec §7.5) never closes a quiet client."""
         self.session = session
         self.show = show
         self.endpoint = endpoint
+        self.keepalive = keepalive
         self._reader = reader
         self._writer = writer
+        self._last_sent = asyncio.get_running_loop().time()
         self._changed = asyncio.Condition()
         self._ended = False  # the server's end of stream (or a socket error) was read
 
@@ -75,7 +81,9 @@ class Link:
         return cls(session, reader, writer, show, where)
 
     async def run(self) -> None:
-        """Read until the server's end of stream, showing what the session makes of it."""
+        """Read until the server's end of stream, showing what the session makes of it, and
+        keep the connection alive meanwhile."""
+        keeping = asyncio.create_task(self._keep_alive())
         try:
             while not self._ended:
                 try:
@@ -89,9 +97,19 @@ class Link:
                 async with self._changed:
                     self._changed.notify_all()
         finally:
+            keeping.cancel()
             self._ended = True
             async with self._changed:
                 self._changed.notify_all()
+
+    async def _keep_alive(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._ended:
+            silence = loop.time() - self._last_sent
+            if silence >= self.keepalive and self.session.joined:
+                await self.send(self.session.keepalive())
+                silence = 0.0
+            await asyncio.sleep(max(self.keepalive - silence, 0.01))
 
     async def until(self, predicate: Callable[[], bool]) -> None:
         """Wait until ``predicate()`` holds or the server's stream has ended."""
@@ -110,6 +128,7 @@ class Link:
     async def send(self, data: bytes) -> None:
         if not data or self._writer.is_closing():
             return
+        self._last_sent = asyncio.get_running_loop().time()
         try:
             self._writer.write(data)
             await self._writer.drain()

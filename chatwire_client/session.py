@@ -230,6 +230,10 @@ class ChatSession:
         self._barrier = f"barrier-{next(self._tokens)}"
         return self.connection.send(Ping(self._barrier))
 
+    def keepalive(self) -> bytes:
+        """A ping whose pong shows nothing: it only keeps the connection alive (spec §7.5)."""
+        return self.connection.send(Ping(f"keepalive-{next(self._tokens)}"))
+
     def quit(self) -> None:
         """The user is leaving; the front end closes the connection."""
         if self.status is None:

@@ -101,7 +101,7 @@ def _rewrite_sends(
             out.append(recipients(client, action) if recipients is not None else action)
         return out
 
-    for method in ("receive", "connection_lost", "hello_timeout", "slow_consumer"):
+    for method in ("receive", "resume", "connection_lost", "hello_timeout", "slow_consumer", "fail"):
         _rewrite_actions(method, rewrite)
 
 
@@ -216,14 +216,14 @@ def _crash_on_dance() -> None:
     # Not a protocol bug but a crash: shows that the runner reports a server that dies mid-case.
     original = ServerRules.receive
 
-    def receive(self: ServerRules, client: int, data: bytes) -> list[Any]:
+    def receive(self: ServerRules, client: int, data: bytes, *args: Any) -> list[Any]:
         if b"dance" in data:
             sys.stderr.write("mutant crash_on_dance: exiting on purpose\n")
             sys.stderr.flush()
             os._exit(70)
-        return original(self, client, data)
+        return original(self, client, data, *args)
 
-    ServerRules.receive = receive  # type: ignore[method-assign]
+    setattr(ServerRules, "receive", receive)  # noqa: B010
 
 
 # --- legal variants: the codec -----------------------------------------------------------------

@@ -42,23 +42,29 @@ SHOULD = Level.SHOULD
 class Settings:
     """Server settings a case needs, passed as command-line flags to a server the runner starts.
 
-    These are the flags a server under test must accept for such cases to run:
-    ``--hello-timeout SECONDS``, ``--max-output-buffer BYTES``, ``--max-frame BYTES``.
+    These are the flags a server under test must accept for such cases to run (spec §16.1):
+    ``--hello-timeout SECONDS``, ``--max-output-buffer BYTES``, ``--max-frame BYTES``, and
+    the bounds of §7.5, §10.1, §10.2 and §14.2, each named as its field with dashes.
     Against an already running server (``--target``) such cases are skipped.
     """
 
     hello_timeout: float | None = None
     max_output_buffer: int | None = None
     max_frame: int | None = None
+    frame_timeout: float | None = None
+    idle_timeout: float | None = None
+    output_soft_limit: int | None = None
+    slow_consumer_timeout: float | None = None
+    max_total_output: int | None = None
+    max_total_input: int | None = None
 
     def args(self) -> list[str]:
         flags = []
-        if self.hello_timeout is not None:
-            flags += ["--hello-timeout", f"{self.hello_timeout:g}"]
-        if self.max_output_buffer is not None:
-            flags += ["--max-output-buffer", str(self.max_output_buffer)]
-        if self.max_frame is not None:
-            flags += ["--max-frame", str(self.max_frame)]
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if value is not None:
+                text = f"{value:g}" if isinstance(value, float) else str(value)
+                flags += ["--" + name.replace("_", "-"), text]
         return flags
 
     def __bool__(self) -> bool:

@@ -22,7 +22,7 @@ import logging
 import signal
 from typing import cast
 
-from impl_select.listener import Listener, set_no_delay
+from impl_select.listener import Listener, tune_accepted
 from protocol.options import ServerOptions
 from protocol.server import ClientId, Disposal, Outbox, ServerCore
 from protocol.serving import announce, peer_host
@@ -56,6 +56,9 @@ class _ClientProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.disconnected(self, exc)
 
+    def resume_writing(self) -> None:
+        self.server.drained(self)
+
 
 class AsyncioServer:
     """Serves one room until stopped by a signal."""
@@ -70,6 +73,7 @@ class AsyncioServer:
         self._timer: asyncio.Handle | None = None
         self._timer_when = 0.0
         self._flush_scheduled = False
+        self._pending_scheduled = False
         self._listener: Listener | None = None
         self._accepting: set[asyncio.Task[object]] = set()  # connect_accepted_socket, running
         self._done = asyncio.Event()  # the core has finished its shutdown
@@ -152,11 +156,15 @@ class AsyncioServer:
             transport.abort()  # reset before it could be asked its address
             return
         with contextlib.suppress(OSError):  # already reset: reading will report it
-            set_no_delay(transport.get_extra_info("socket"))
+            tune_accepted(transport.get_extra_info("socket"))
         client = self.core.connect(peer_host(str(peername[0])), self._loop.time())
         outbox = self.core.outbox(client)
         assert outbox is not None
         outbox.refresh_held = transport.get_write_buffer_size
+        # resume_writing() reports the drain that ends a congestion (§10.1): the transport
+        # pauses writing past half the soft limit and resumes at it.
+        half = self.core.output_soft_limit // 2
+        transport.set_write_buffer_limits(high=half, low=half)
         peer.client = client
         peer.outbox = outbox
         self.peers[client] = peer
@@ -170,6 +178,17 @@ class AsyncioServer:
             self._flush()
         else:
             self._schedule_flush()
+
+    def drained(self, peer: _ClientProtocol) -> None:
+        """The transport has written down to its low-water mark: tell the core what it holds."""
+        assert peer.transport is not None
+        self.core.sent(peer.client, 0, peer.transport.get_write_buffer_size())
+        self._schedule_flush()
+
+    def _process_pending(self) -> None:
+        self._pending_scheduled = False
+        self.core.process_pending(self._loop.time())
+        self._flush()
 
     def _schedule_flush(self) -> None:
         """Flush at the end of this loop iteration, when the core has something to carry out
@@ -192,7 +211,11 @@ class AsyncioServer:
         """Write every outbox that has new output, then carry out the core's directives."""
         self._flush_scheduled = False
         core = self.core
-        core.pump(self._write_outbox, self._dispose)
+        core.pump(self._write_outbox, self._dispose, self._reading)
+        if core.has_pending and not self._pending_scheduled:
+            # Input the read budget left over (§14.2): handled on the next turn, unasked.
+            self._pending_scheduled = True
+            self._loop.call_soon(self._process_pending)
         self._schedule_timer()
         if self._listener is not None:
             self._listener.sync(core)
@@ -213,6 +236,15 @@ class AsyncioServer:
         # uvloop gathers the frames into one send without joining them first.
         transport.writelines(outbox.frames)
         self.core.sent(peer.client, outbox.size, transport.get_write_buffer_size())
+
+    def _reading(self, client: ClientId, reading: bool) -> None:
+        peer = self.peers.get(client)
+        if peer is None or peer.transport is None or peer.transport.is_closing():
+            return
+        if reading:
+            peer.transport.resume_reading()
+        else:
+            peer.transport.pause_reading()
 
     def _dispose(self, disposal: Disposal, client: ClientId) -> None:
         peer = self.peers.get(client)

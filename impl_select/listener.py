@@ -8,10 +8,12 @@ accept rules exist once. What an accept error means for the server is the core's
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import sys
 from collections.abc import Callable
 
-from protocol.constants import ACCEPT_BATCH, LISTEN_BACKLOG
+from protocol.constants import ACCEPT_BATCH, LISTEN_BACKLOG, NOT_SENT_LOW_WATER
 from protocol.server import ServerCore
 
 
@@ -108,6 +110,19 @@ def accept_batch(listener: socket.socket, core: ServerCore, now: float) -> list[
     return accepted
 
 
-def set_no_delay(sock: socket.socket) -> None:
-    """Frames are written whole, so Nagle's algorithm would only delay them."""
+#: Linux's TCP_NOTSENT_LOWAT (include/uapi/linux/tcp.h), which the socket module does not name.
+_TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25 if sys.platform == "linux" else None)
+
+
+def tune_accepted(sock: socket.socket) -> None:
+    """Set up an accepted socket: no Nagle delay, and little unsent data kept by the kernel.
+
+    Frames are written whole, so Nagle's algorithm would only delay them. With
+    ``TCP_NOTSENT_LOWAT`` (where the system has it) the kernel takes at most
+    ``NOT_SENT_LOW_WATER`` octets beyond what is in flight, so what waits for a slow reader
+    waits in the server's own buffer, where the soft limit of §10.1 sees it.
+    """
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if _TCP_NOTSENT_LOWAT is not None:
+        with contextlib.suppress(OSError):  # a system without it: the soft limit sees less
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, NOT_SENT_LOW_WATER)

@@ -23,7 +23,7 @@ from protocol.options import ServerOptions
 from protocol.server import ClientId, Disposal, Outbox, ServerCore
 from protocol.serving import announce, peer_host
 
-from .listener import Listener, set_no_delay
+from .listener import Listener, tune_accepted
 
 log = logging.getLogger("impl_select")
 
@@ -93,6 +93,9 @@ class SelectServer:
                     if core.flush_early:
                         self._flush()
                 self._now = time.monotonic()
+                if core.has_pending:
+                    # Input the read budget left over (§14.2): handled this turn, unasked.
+                    core.process_pending(self._now)
                 core.expire(self._now)
                 self._flush()
                 self.listener.sync(self.core)
@@ -108,6 +111,8 @@ class SelectServer:
         return 0
 
     def _timeout(self) -> float | None:
+        if self.core.has_pending:
+            return 0.0
         deadline = self.core.next_deadline()
         if deadline is None:
             return None
@@ -120,7 +125,12 @@ class SelectServer:
         for peer in writable:
             if peer.client in self.peers:
                 self._write(peer)
-        self.core.pump(self._write_outbox, self._dispose)
+        self.core.pump(self._write_outbox, self._dispose, self._reading)
+
+    def _reading(self, client: ClientId, reading: bool) -> None:
+        peer = self.peers.get(client)
+        if peer is not None:
+            self._update_events(peer)
 
     def _write_outbox(self, outbox: Outbox) -> None:
         peer = self.peers.get(outbox.client)
@@ -168,7 +178,7 @@ class SelectServer:
         for sock, address in self.listener.accept(core, self._now):
             try:
                 sock.setblocking(False)
-                set_no_delay(sock)
+                tune_accepted(sock)
             except OSError as exc:
                 log.info("dropping connection from %s: %s", address, exc)
                 sock.close()
@@ -185,7 +195,7 @@ class SelectServer:
     def _on_ready(self, peer: _Peer, mask: int) -> None:
         if peer.client not in self.peers:
             return  # closed by an earlier event of the same batch
-        if mask & _READ:
+        if mask & _READ and peer.outbox.reading:
             try:
                 data = peer.sock.recv(READ_SIZE)
             except (BlockingIOError, InterruptedError):
@@ -250,7 +260,8 @@ class SelectServer:
     def _update_events(self, peer: _Peer) -> None:
         outbox = peer.outbox
         if peer.client in self.peers:
-            self._set_events(peer, (0 if outbox.eof else _READ) | (_WRITE if outbox.frames else 0))
+            reading = _READ if outbox.reading and not outbox.eof else 0
+            self._set_events(peer, reading | (_WRITE if outbox.frames else 0))
 
     def _set_events(self, peer: _Peer, events: int) -> None:
         if events == peer.events:

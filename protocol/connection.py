@@ -130,6 +130,8 @@ class Connection:
         self._accepted = CLIENT_MESSAGES if role is Role.SERVER else SERVER_MESSAGES
         self._eof = False
         self._failure: RemoteProtocolError | None = None
+        #: Octets of the frame whose event ``next_event`` returned last, header included.
+        self.last_size = 0
 
     @property
     def max_frame(self) -> int:
@@ -146,6 +148,11 @@ class Connection:
         """Received bytes not yet returned as an event."""
         taken = sum(HEADER_SIZE + len(payload) for payload in self._payloads[self._handled :])
         return taken + self._decoder.buffered
+
+    @property
+    def partial(self) -> int:
+        """Octets of a frame begun but not complete, once every complete one was returned."""
+        return self._decoder.buffered
 
     # --- bytes in, events out ----------------------------------------------------------
 
@@ -171,6 +178,7 @@ class Connection:
                 if self._handled < len(self._payloads):
                     payload = self._payloads[self._handled]
                     self._handled += 1
+                    self.last_size = HEADER_SIZE + len(payload)
                 else:
                     self._payloads = self._decoder.frames()
                     self._handled = 0

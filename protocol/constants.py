@@ -32,6 +32,37 @@ DEFAULT_HELLO_TIMEOUT: Final = 10.0
 #: Bytes queued for one client before it is cut off as a slow consumer (§10).
 #: Redis' pubsub client-output-buffer-limit soft limit is 8 MB.
 DEFAULT_MAX_OUTPUT_BUFFER: Final = 8 << 20
+#: Buffered octets (§10) over which a connection is congested, until it drains below half of
+#: them (§10.1). Redis' pubsub client-output-buffer-limit soft limit is 8 MB over 60 s; this
+#: one only throttles, so it is set where a reader that keeps up never reaches it: 256 KiB
+#: is what a socket send buffer commonly holds (Linux's tcp_wmem maximum is 4 MiB).
+DEFAULT_OUTPUT_SOFT_LIMIT: Final = 256 << 10
+#: Seconds a connection may stay congested before it is cut off as a slow consumer (§10.2).
+#: Redis' soft limit allows 60 s; a congested reader here holds up every sender (§10.1),
+#: so the bound is shorter.
+DEFAULT_SLOW_CONSUMER_TIMEOUT: Final = 10.0
+#: Seconds a member has to complete a frame it has begun (§7.5). nginx's
+#: client_body_timeout (between two reads) is 60 s; this bound is on the whole frame, which at
+#: the default max_frame takes a 35 KB/s link 30 s.
+DEFAULT_FRAME_TIMEOUT: Final = 30.0
+#: Seconds a member may go without completing any frame (§7.5). IRC servers send PING after
+#: about 2 minutes of silence and close after as long again without an answer; NATS closes
+#: after 2 unanswered pings 2 minutes apart.
+DEFAULT_IDLE_TIMEOUT: Final = 300.0
+#: Seconds of silence after which the bundled client sends a ping, well inside the idle
+#: timeout (the NATS client's ping interval is 2 minutes).
+CLIENT_KEEPALIVE: Final = 60.0
+#: Octets of input one connection may have handled per loop turn (§14.2); a frame counts at
+#: least READ_BUDGET_MIN_COST, and a who by the size of its answer. 64 KiB is one read.
+DEFAULT_READ_BUDGET: Final = 64 << 10
+#: What a frame costs the read budget at the least: a tiny frame is not free to handle.
+READ_BUDGET_MIN_COST: Final = 64
+#: Octets of queued output the whole server may hold (§14.2): 32 connections at their cap.
+#: Redis' maxmemory has no default; this bounds what hostile readers can make a server hold,
+#: and leaves room for a join storm of a thousand clients that read late (about 60 MB).
+DEFAULT_MAX_TOTAL_OUTPUT: Final = 256 << 20
+#: Octets of unfinished input the whole server may hold (§14.2): 64 maximum-size frames.
+DEFAULT_MAX_TOTAL_INPUT: Final = 64 << 20
 #: Seconds a closing side keeps reading and discarding after its half-close (§9.2).
 CLOSE_LINGER: Final = 2.0
 #: Seconds a stopping server spends flushing shutdown notices (§12).
@@ -78,6 +109,9 @@ class ErrorCode(StrEnum):
     TEXT_TOO_LONG = "text_too_long"
     HELLO_TIMEOUT = "hello_timeout"
     SLOW_CONSUMER = "slow_consumer"
+    FRAME_TIMEOUT = "frame_timeout"
+    IDLE_TIMEOUT = "idle_timeout"
+    SERVER_BUSY = "server_busy"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -94,6 +128,9 @@ FATAL: Final[dict[ErrorCode, bool]] = {
     ErrorCode.TEXT_TOO_LONG: False,
     ErrorCode.HELLO_TIMEOUT: True,
     ErrorCode.SLOW_CONSUMER: True,
+    ErrorCode.FRAME_TIMEOUT: True,
+    ErrorCode.IDLE_TIMEOUT: True,
+    ErrorCode.SERVER_BUSY: True,
     ErrorCode.INTERNAL_ERROR: True,
 }
 
@@ -123,3 +160,10 @@ ACCEPT_BATCH: Final = 256
 ACCEPT_BACKOFF: Final = 0.1
 #: Listen backlog; the kernel silently caps it (``net.core.somaxconn`` on Linux).
 LISTEN_BACKLOG: Final = 4096
+#: The fraction of a total bound (§14.2) above which new connections are refused with
+#: server_busy: the room left is kept for the connections there are.
+BUSY_MARK: Final = 0.75
+#: Unsent octets an accepted socket's kernel buffer takes beyond those in flight
+#: (TCP_NOTSENT_LOWAT): half the soft limit of §10.1, so congestion shows in the server's own
+#: buffer. Apple's and Cloudflare's guidance for HTTP/2 servers uses 16-128 KiB.
+NOT_SENT_LOW_WATER: Final = 128 << 10

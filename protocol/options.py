@@ -11,9 +11,16 @@ from dataclasses import dataclass
 from .codecs import Codec, get_codec
 from .constants import (
     DEFAULT_CODEC,
+    DEFAULT_FRAME_TIMEOUT,
     DEFAULT_HELLO_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_FRAME,
     DEFAULT_MAX_OUTPUT_BUFFER,
+    DEFAULT_MAX_TOTAL_INPUT,
+    DEFAULT_MAX_TOTAL_OUTPUT,
+    DEFAULT_OUTPUT_SOFT_LIMIT,
+    DEFAULT_READ_BUDGET,
+    DEFAULT_SLOW_CONSUMER_TIMEOUT,
     MAX_PAYLOAD_OBJECTS,
     MAX_PORT,
     MAX_TIMEOUT,
@@ -34,6 +41,13 @@ class ServerOptions:
     max_frame: int = DEFAULT_MAX_FRAME
     hello_timeout: float = DEFAULT_HELLO_TIMEOUT
     max_output_buffer: int = DEFAULT_MAX_OUTPUT_BUFFER
+    output_soft_limit: int = DEFAULT_OUTPUT_SOFT_LIMIT
+    slow_consumer_timeout: float = DEFAULT_SLOW_CONSUMER_TIMEOUT
+    frame_timeout: float = DEFAULT_FRAME_TIMEOUT
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    read_budget: int = DEFAULT_READ_BUDGET
+    max_total_output: int = DEFAULT_MAX_TOTAL_OUTPUT
+    max_total_input: int = DEFAULT_MAX_TOTAL_INPUT
     log_level: str = "INFO"
 
     def make_codec(self) -> Codec:
@@ -128,6 +142,13 @@ def parse_server_options(prog: str, description: str, argv: Sequence[str] | None
         default=defaults.max_output_buffer,
         help="bytes queued for one client before it is cut off, at least 1 (default %(default)s)",
     )
+    for flag, kind, text in _BOUNDS:
+        parser.add_argument(
+            flag,
+            type=positive_int if kind is int else seconds,
+            default=getattr(defaults, _attribute(flag)),
+            help=f"{text} (default %(default)s)",
+        )
     parser.add_argument(
         "--log-level",
         default=defaults.log_level,
@@ -143,7 +164,24 @@ def parse_server_options(prog: str, description: str, argv: Sequence[str] | None
         hello_timeout=args.hello_timeout,
         max_output_buffer=args.max_output_buffer,
         log_level=args.log_level,
+        **{_attribute(flag): getattr(args, _attribute(flag)) for flag, _, _ in _BOUNDS},
     )
+
+
+#: The bounds of §10.1, §7.5 and §14.2: flag, type, help (the spec's §13 has their defaults).
+_BOUNDS: tuple[tuple[str, type, str], ...] = (
+    ("--output-soft-limit", int, "buffered bytes over which a client is congested, at least 1"),
+    ("--slow-consumer-timeout", float, f"seconds a client may stay congested, at most {MAX_TIMEOUT:g}"),
+    ("--frame-timeout", float, f"seconds a member has to complete a frame, at most {MAX_TIMEOUT:g}"),
+    ("--idle-timeout", float, f"seconds a member may send no frame, at most {MAX_TIMEOUT:g}"),
+    ("--read-budget", int, "bytes of input handled per client per loop turn, at least 1"),
+    ("--max-total-output", int, "bytes queued for all clients together, at least 1"),
+    ("--max-total-input", int, "bytes of unfinished input from all clients together, at least 1"),
+)
+
+
+def _attribute(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
 
 
 def configure_logging(options: ServerOptions) -> None:

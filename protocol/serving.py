@@ -80,6 +80,13 @@ def make_core(options: ServerOptions, implementation: str) -> ServerCore:
         max_frame=options.max_frame,
         hello_timeout=options.hello_timeout,
         max_output_buffer=options.max_output_buffer,
+        output_soft_limit=options.output_soft_limit,
+        slow_consumer_timeout=options.slow_consumer_timeout,
+        frame_timeout=options.frame_timeout,
+        idle_timeout=options.idle_timeout,
+        read_budget=options.read_budget,
+        max_total_output=options.max_total_output,
+        max_total_input=options.max_total_input,
     )
 
 

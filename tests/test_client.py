@@ -6,6 +6,8 @@ every wait is a pexpect expect() on output or a ping/pong barrier on a WirePeer,
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -20,6 +22,7 @@ import pexpect
 import pytest
 
 from chatwire_client.__main__ import EPILOG
+from chatwire_client.link import Link
 from chatwire_client.session import ChatSession, ExitStatus, Line, Step, Style, visible
 from conformance.serverproc import BUNDLED, ServerProcess, free_port
 from conformance.wire import WirePeer
@@ -922,3 +925,31 @@ def test_the_help_lists_every_exit_status() -> None:
         if line.strip() and line.split()[0].isdigit()
     }
     assert listed >= {int(status) for status in ExitStatus}
+
+
+@pytest.mark.parametrize("keepalive", [0.3, 100.0])
+def test_the_keepalive_ping_keeps_a_quiet_member_past_the_idle_timeout(keepalive: float) -> None:
+    idle = 1.0
+
+    async def quiet_member(address: tuple[str, int]) -> ExitStatus | None:
+        session = ChatSession(MsgpackCodec())
+        link = await Link.open(*address, session, lambda line: None, timeout=TIMEOUT)
+        link.keepalive = keepalive
+        receiving = asyncio.create_task(link.run())
+        await link.send(session.hello("quiet"))
+        await link.expect(lambda: session.hello_answered, TIMEOUT, "welcome")
+        # Three idle timeouts of silence from the user: only the keepalive speaks.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(link.until(lambda: session.finished), 3 * idle)
+        status = session.status
+        session.quit()
+        await link.close()
+        await receiving
+        return status
+
+    with ServerProcess(BUNDLED["impl_select"], extra_args=["--idle-timeout", str(idle)]) as process:
+        status = asyncio.run(quiet_member(process.address))
+    if keepalive < idle:
+        assert status is None, f"a member with a keepalive was closed: {status}"
+    else:
+        assert status is ExitStatus.PROTOCOL_ERROR, "without a keepalive the idle timeout closes"

@@ -266,9 +266,9 @@ def test_rejected_hellos_do_not_restart_the_hello_timer() -> None:
 
 
 def test_the_hello_timer_stops_at_welcome() -> None:
-    memory = make(hello_timeout=5.0)
+    memory = make(hello_timeout=5.0, idle_timeout=1000.0)
     client = join(memory, "alice")
-    assert memory.core.next_deadline() is None
+    assert memory.core.next_deadline() == 1000.0  # the idle timer only (§7.5)
     memory.advance(60.0)
     assert memory.read(client) == b""
     assert client in memory.core.rules

@@ -101,13 +101,22 @@ def test_slow_consumer(ctx: Context) -> None:
     victim = ctx.member("victim", rcvbuf=4096)
     witness.expect(joined(victim.name))
     sender.expect(joined(victim.name))
-    text = "s" * 8000
+    flood_until_cut(ctx, (sender, witness, victim), "s" * 8000, SLOW_GIVE_UP, f"max_output_buffer {SLOW_CAP}")
+
+
+def flood_until_cut(
+    ctx: Context, peers: tuple[WirePeer, WirePeer, WirePeer], text: str, give_up: int, bounds: str
+) -> None:
+    """Of ``peers``, ``sender`` says ``text`` in batches, ``witness`` reads every one, ``victim`` reads
+    nothing: it must be cut off as a slow consumer before ``give_up`` octets are relayed, the
+    witness losing nothing, and the room must go on after the cut (§10)."""
+    sender, witness, victim = peers
     relayed_bytes = 0
     sequence = 0
     while not any(isinstance(m, Left) and m.name == victim.name for m in witness.inbox):
-        assert relayed_bytes < SLOW_GIVE_UP, (
+        assert relayed_bytes < give_up, (
             f"after {relayed_bytes >> 20} MiB relayed to a member that reads nothing, it is still not "
-            f"cut off (max_output_buffer {SLOW_CAP})"
+            f"cut off ({bounds})"
         )
         batch = [f"{sequence + i:06d} {text}" for i in range(BATCH)]
         sequence += len(batch)

@@ -33,6 +33,23 @@ The rules, decided here once for both servers:
    request aborts every connection at once. :attr:`~ServerCore.finished` is true once none is
    left.
 5. An accept error pauses accepting for ``ACCEPT_BACKOFF`` (:attr:`~ServerCore.accepting`).
+6. Congestion (§10.1): a connection whose buffered octets pass ``output_soft_limit`` is
+   congested until they drain to half of it, and cut off as a slow consumer if it stays
+   congested for ``slow_consumer_timeout``. While a member is congested, every member's input
+   is handled only up to its first ``say``, which waits; a connection with input waiting, or
+   congested itself, is not read (``reading`` changes, handed to :meth:`~ServerCore.pump`).
+7. Read budget (§14.2): one :meth:`~ServerCore.receive` handles at most ``read_budget`` of
+   input (see :meth:`ServerRules.receive`); the rest waits in the core, and
+   :attr:`~ServerCore.has_pending` asks the server to call :meth:`~ServerCore.process_pending`
+   on its next turn without waiting for the socket.
+8. Timeouts after the welcome (§7.5): a frame begun must complete within ``frame_timeout``
+   (later octets of it do not restart the timer), and a member must complete a frame at
+   least every ``idle_timeout``; both are fatal errors. A connection the core does not read
+   is not timed.
+9. Totals (§14.2): when the octets queued for all connections pass ``max_total_output`` the
+   connection holding the most is cut off as a slow consumer; when the input held for all
+   passes ``max_total_input`` the one holding the most gets ``server_busy``. While either
+   total is above ``BUSY_MARK`` of its bound, a new connection gets ``server_busy``.
 """
 
 from __future__ import annotations
@@ -46,15 +63,24 @@ from itertools import accumulate
 from ..codecs import Codec
 from ..constants import (
     ACCEPT_BACKOFF,
+    BUSY_MARK,
     CLOSE_LINGER,
+    DEFAULT_FRAME_TIMEOUT,
     DEFAULT_HELLO_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_FRAME,
     DEFAULT_MAX_OUTPUT_BUFFER,
+    DEFAULT_MAX_TOTAL_INPUT,
+    DEFAULT_MAX_TOTAL_OUTPUT,
+    DEFAULT_OUTPUT_SOFT_LIMIT,
+    DEFAULT_READ_BUDGET,
+    DEFAULT_SLOW_CONSUMER_TIMEOUT,
     FLUSH_EARLY,
     SHUTDOWN_FLUSH_TIMEOUT,
+    ErrorCode,
 )
 from .room import Room
-from .rules import Action, ClientId, Close, Relay, Send, ServerRules
+from .rules import Action, ClientId, Close, Relay, Send, ServerRules, Stop
 from .timers import Deadlines
 
 log = logging.getLogger("protocol.server")
@@ -87,11 +113,14 @@ class Outbox:
     __slots__ = (
         "client",
         "closing",
+        "congested",
         "dirty",
         "eof",
         "frames",
         "gone",
         "held",
+        "input",
+        "reading",
         "refresh_held",
         "shut",
         "size",
@@ -112,6 +141,10 @@ class Outbox:
         self.shut = False  # HALF_CLOSE was directed
         self.gone = False  # forgotten by the core
         self.dirty = False  # listed for the next take_dirty()
+        self.congested = False  # §10.1: over the soft limit, not yet drained to half of it
+        #: Whether the server reads the socket, as last directed (§10.1, §14.2).
+        self.reading = True
+        self.input = 0  # octets received and not handled, as counted against max_total_input
 
     @property
     def buffered(self) -> int:
@@ -132,9 +165,31 @@ class ServerCore:
         max_output_buffer: int = DEFAULT_MAX_OUTPUT_BUFFER,
         close_linger: float = CLOSE_LINGER,
         shutdown_flush_timeout: float = SHUTDOWN_FLUSH_TIMEOUT,
+        output_soft_limit: int = DEFAULT_OUTPUT_SOFT_LIMIT,
+        slow_consumer_timeout: float = DEFAULT_SLOW_CONSUMER_TIMEOUT,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        read_budget: int = DEFAULT_READ_BUDGET,
+        max_total_output: int = DEFAULT_MAX_TOTAL_OUTPUT,
+        max_total_input: int = DEFAULT_MAX_TOTAL_INPUT,
     ) -> None:
         self.rules = ServerRules(codec, server_name=server_name, max_frame=max_frame)
         self.max_output_buffer = max_output_buffer
+        self.output_soft_limit = output_soft_limit
+        self.read_budget = read_budget
+        self.max_total_output = max_total_output
+        self.max_total_input = max_total_input
+        #: Octets buffered for all connections (§14.2), and received but not handled.
+        self.queued = 0
+        self.input_total = 0
+        self._congested: dict[ClientId, Outbox] = {}
+        self._holding = False  # a member is congested: says wait (§10.1)
+        self._pending: dict[ClientId, None] = {}  # the read budget ran out, frames remain
+        self._held: dict[ClientId, None] = {}  # a say waits for the room to drain
+        self._reading: list[tuple[ClientId, bool]] = []
+        self._slow: Deadlines[ClientId] = Deadlines(slow_consumer_timeout)
+        self._frame: Deadlines[ClientId] = Deadlines(frame_timeout)
+        self._idle: Deadlines[ClientId] = Deadlines(idle_timeout)
         self.shutdown_flush_timeout = shutdown_flush_timeout
         self._outboxes: dict[ClientId, Outbox] = {}
         self._dirty: list[Outbox] = []
@@ -193,8 +248,18 @@ class ServerCore:
 
     @property
     def has_output(self) -> bool:
-        """Whether :meth:`take_dirty` or :meth:`take_directives` has something."""
-        return bool(self._dirty or self._directives)
+        """Whether :meth:`take_dirty`, :meth:`take_directives` or :meth:`take_reading` has something."""
+        return bool(self._dirty or self._directives or self._reading)
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether :meth:`process_pending` has input to handle (call it without waiting)."""
+        return bool(self._pending)
+
+    @property
+    def congested(self) -> int:
+        """Connections over the soft limit now (§10.1)."""
+        return len(self._congested)
 
     def take_dirty(self) -> list[Outbox]:
         """The outboxes that received frames while empty, in order; each once."""
@@ -208,18 +273,28 @@ class ServerCore:
         directives, self._directives = self._directives, []
         return directives
 
+    def take_reading(self) -> list[tuple[ClientId, bool]]:
+        """Connections to stop (``False``) or go on (``True``) reading, in order (§10.1, §14.2)."""
+        reading, self._reading = self._reading, []
+        return reading
+
     def pump(
         self,
         write: Callable[[Outbox], object],
         dispose: Callable[[Disposal, ClientId], object],
+        reading: Callable[[ClientId, bool], object] | None = None,
     ) -> None:
-        """Hand each dirty outbox to ``write`` and each directive to ``dispose``, in order, until
-        neither is left (writing can complete a close; a failed close can announce a departure)."""
-        while self._dirty or self._directives:
+        """Hand each dirty outbox to ``write``, each directive to ``dispose`` and each change of
+        reading to ``reading``, in order, until none is left (writing can complete a close; a
+        failed close can announce a departure)."""
+        while self._dirty or self._directives or self._reading:
             for outbox in self.take_dirty():
                 write(outbox)
             for disposal, client in self.take_directives():
                 dispose(disposal, client)
+            for client, on in self.take_reading():
+                if reading is not None and client in self._outboxes:
+                    reading(client, on)
 
     def next_deadline(self) -> float | None:
         """When :meth:`expire` must next be called, or ``None`` if no timer runs."""
@@ -228,6 +303,9 @@ class ServerCore:
             for d in (
                 self._hello.next_deadline(),
                 self._linger.next_deadline(),
+                self._slow.next_deadline(),
+                self._frame.next_deadline(),
+                self._idle.next_deadline(),
                 self._accept_paused_until,
                 self._stop_deadline if self._outboxes else None,
             )
@@ -248,9 +326,19 @@ class ServerCore:
             # Accepted as the listener closed: told, like every other connection (§12).
             self._stop_connections += 1
             self._carry_out(self.rules.shutdown())
+        elif self.busy:
+            self._carry_out(self.rules.fail(client, ErrorCode.SERVER_BUSY, "server busy, try later"))
         else:
             self._hello.arm(client, now)
         return client
+
+    @property
+    def busy(self) -> bool:
+        """Whether new connections are refused: a total is above ``BUSY_MARK`` of its bound (§14.2)."""
+        return (
+            self.queued > self.max_total_output * BUSY_MARK
+            or self.input_total > self.max_total_input * BUSY_MARK
+        )
 
     def receive(self, client: ClientId, data: bytes, now: float) -> None:
         """Bytes arrived from ``client``; ``b""`` is its end of stream."""
@@ -265,9 +353,60 @@ class ServerCore:
             if outbox.eof and outbox.shut:
                 self._forget(outbox, Disposal.CLOSE)
             return
-        self._carry_out(self.rules.receive(client, data))
-        if client in self._hello and self.rules.joined(client):
+        rules = self.rules
+        actions = rules.receive(client, data, self.read_budget, self._holding)
+        stop, spent = rules.stop, rules.spent
+        self._carry_out(actions)
+        if client in self._hello and rules.joined(client):
             self._hello.cancel(client)  # welcomed: the timer stops (§7.4)
+        self._after_input(outbox, stop, spent, now)
+
+    def process_pending(self, now: float) -> None:
+        """Handle, within one read budget each, the input of every connection that has some
+        left over from an earlier turn (:attr:`has_pending`)."""
+        self._now = now
+        rules = self.rules
+        for client in list(self._pending):
+            outbox = self._outboxes.get(client)
+            if outbox is None or client not in self._pending:
+                continue
+            actions = rules.resume(client, self.read_budget, self._holding)
+            stop, spent = rules.stop, rules.spent
+            self._carry_out(actions)
+            self._after_input(outbox, stop, spent, now)
+
+    def _after_input(self, outbox: Outbox, stop: Stop, spent: int, now: float) -> None:
+        """After handling input: what waits, the frame and idle timers, the input total."""
+        client = outbox.client
+        if outbox.gone or outbox.closing:
+            return
+        if stop is Stop.DONE:
+            if self._pending or self._held:
+                self._pending.pop(client, None)
+                self._held.pop(client, None)
+        elif stop is Stop.BUDGET:
+            self._pending[client] = None
+        else:
+            self._held[client] = None
+            self._pending.pop(client, None)
+        partial = self.rules.partial(client)
+        if stop is not Stop.DONE or partial or outbox.input:
+            held = self.rules.pending_octets(client) if stop is not Stop.DONE or partial else 0
+            self.input_total += held - outbox.input
+            outbox.input = held
+        reading = stop is Stop.DONE and not outbox.congested
+        if reading != outbox.reading:
+            self._set_reading(outbox, reading)
+        elif reading and client in self.rules.room:
+            # §7.5: a completed frame restarts the idle timer; the frame timer runs from the
+            # first octet of a frame, so a trickle of its later octets does not restart it.
+            if spent:
+                self._idle.arm(client, now)
+                self._frame.cancel(client)
+            if partial and client not in self._frame:
+                self._frame.arm(client, now)
+        if self.input_total > self.max_total_input:
+            self._cut_largest_input()
 
     def sent(self, client: ClientId, count: int, held: int = 0) -> None:
         """The server wrote the first ``count`` octets of ``client``'s outbox; its transport
@@ -277,7 +416,10 @@ class ServerCore:
             return
         if count:
             _drop_written(outbox, count)
+        self.queued += held - outbox.held - count
         outbox.held = held
+        if outbox.congested and outbox.size + held <= self.output_soft_limit // 2:
+            self._uncongest(outbox)
         if outbox.closing and not outbox.frames and not outbox.shut:
             self._flushed(outbox)
 
@@ -295,6 +437,13 @@ class ServerCore:
         self._now = now
         for client in self._hello.expire(now):
             self._carry_out(self.rules.hello_timeout(client))
+        for client in self._slow.expire(now):
+            log.warning("connection %d stayed congested too long", client)
+            self._carry_out([], over=[client])
+        for client in self._frame.expire(now):
+            self._carry_out(self.rules.fail(client, ErrorCode.FRAME_TIMEOUT, "frame not completed in time"))
+        for client in self._idle.expire(now):
+            self._carry_out(self.rules.fail(client, ErrorCode.IDLE_TIMEOUT, "no frame for too long"))
         for client in self._linger.expire(now):
             outbox = self._outboxes.get(client)
             if outbox is not None:
@@ -326,13 +475,15 @@ class ServerCore:
 
     # --- carrying out the rules' actions ------------------------------------------------------
 
-    def _carry_out(self, actions: list[Action]) -> None:
+    def _carry_out(self, actions: list[Action], over: Sequence[ClientId] = ()) -> None:
         """Queue and close as ``actions`` say, in order; cut off every connection whose queue
-        would pass the cap (§10). A departure may push others over, so this runs until no
-        queue is over."""
+        would pass the cap (§10), and those in ``over``. A departure may push others over, so
+        this runs until no queue is over; then, while the total is over its bound, the largest
+        queue is cut off (§14.2)."""
         pending = actions
-        while pending:
-            over: list[ClientId] = []
+        cut = list(over)
+        while pending or cut:
+            over = cut
             for action in pending:
                 if type(action) is Send:
                     over += self._fan_out(action.data, action.to, action.exclude)
@@ -349,6 +500,38 @@ class ServerCore:
                     # Its fatal error (or shutdown) frame was what would not fit: closed at once,
                     # without the linger, and announced once only (§9.4 with §10).
                     self._forget(outbox, Disposal.ABORT)
+            cut = []
+            if not pending and self.queued > self.max_total_output:
+                cut = self._largest_output()
+
+    def _largest_output(self) -> list[ClientId]:
+        """The connection holding the most output, once the total is known to be over (§14.2)."""
+        for outbox in self._outboxes.values():
+            if outbox.refresh_held is not None and outbox.held:
+                held = outbox.refresh_held()
+                self.queued += held - outbox.held
+                outbox.held = held
+        if self.queued <= self.max_total_output or not self._outboxes:
+            return []
+        largest = max(self._outboxes.values(), key=lambda outbox: outbox.buffered)
+        if not largest.buffered:
+            return []
+        log.warning("output over its total (%d octets): cutting off %d", self.queued, largest.client)
+        return [largest.client]
+
+    def _cut_largest_input(self) -> None:
+        """Refuse the connections holding the most input until the total is within its bound."""
+        while self.input_total > self.max_total_input:
+            largest = max(self._outboxes.values(), key=lambda outbox: outbox.input)
+            if not largest.input:
+                break
+            client = largest.client
+            log.warning("input over its total (%d octets): refusing connection %d", self.input_total, client)
+            actions = self.rules.fail(client, ErrorCode.SERVER_BUSY, "server busy: too much unfinished input")
+            self._carry_out(actions)
+            if not largest.closing and not largest.gone:
+                self._forget(largest, Disposal.ABORT)
+            self._untrack(largest)
 
     def _fan_out(self, data: bytes, clients: Sequence[ClientId], exclude: ClientId | None) -> list[ClientId]:
         """Queue ``data`` for ``clients`` but ``exclude``; return those it would push over the cap."""
@@ -356,15 +539,21 @@ class ServerCore:
         outboxes = self._outboxes
         dirty = self._dirty
         size = len(data)
-        limit = self.max_output_buffer - size
+        # Below both the soft limit and the cap, a frame is queued at once; past either, the
+        # slow path decides (the cap can be set below the soft limit).
+        limit = min(self.max_output_buffer, self.output_soft_limit) - size
+        skipped = 0
         for client in clients:
             if client == exclude:
+                skipped += 1
                 continue
             outbox = outboxes.get(client)
             if outbox is None or outbox.closing:
+                skipped += 1
                 continue
-            if outbox.size + outbox.held > limit and not self._fits_after_refresh(outbox, limit):
+            if outbox.size + outbox.held > limit and not self._room_for(outbox, size):
                 over.append(client)
+                skipped += 1
                 continue
             if not outbox.frames:
                 outbox.dirty = True
@@ -375,6 +564,7 @@ class ServerCore:
             # writable gains nothing from an early flush, and would make every flush early.
             if outbox.dirty and outbox.size > FLUSH_EARLY:
                 self.flush_early = True
+        self.queued += size * (len(clients) - skipped)
         return over
 
     def _fan_out_run(
@@ -392,12 +582,77 @@ class ServerCore:
             over.sort(key=lambda client: bisect_right(ends, cap - outboxes[client].buffered))
         return over
 
-    @staticmethod
-    def _fits_after_refresh(outbox: Outbox, limit: int) -> bool:
-        if outbox.refresh_held is None:
-            return False
-        outbox.held = outbox.refresh_held()
-        return outbox.size + outbox.held <= limit
+    def _room_for(self, outbox: Outbox, size: int) -> bool:
+        """Whether ``size`` more octets fit under the cap (asking the transport what it holds
+        when they would not); queuing them past the soft limit makes the connection congested."""
+        limit = self.max_output_buffer - size
+        if outbox.size + outbox.held > limit:
+            if outbox.refresh_held is None:
+                return False
+            held = outbox.refresh_held()
+            self.queued += held - outbox.held
+            outbox.held = held
+            if outbox.size + held > limit:
+                return False
+        if not outbox.congested and outbox.size + outbox.held + size > self.output_soft_limit:
+            self._congest(outbox)
+        return True
+
+    # --- congestion and reading (§10.1, §14.2) -------------------------------------------------
+
+    def _congest(self, outbox: Outbox) -> None:
+        client = outbox.client
+        outbox.congested = True
+        self._congested[client] = outbox
+        self._slow.arm(client, self._now)
+        if outbox.reading:
+            self._set_reading(outbox, False)
+        if not self._holding and client in self.rules.room:
+            self._holding = True
+
+    def _uncongest(self, outbox: Outbox) -> None:
+        client = outbox.client
+        outbox.congested = False
+        self._congested.pop(client, None)
+        self._slow.cancel(client)
+        waiting = client in self._pending or client in self._held
+        if not outbox.gone and not outbox.reading and not waiting:
+            self._set_reading(outbox, True)
+        if self._holding:
+            room = self.rules.room
+            if not any(other in room for other in self._congested):
+                self._holding = False
+                # The says that waited go on, on the next turn (§10.1).
+                for held in self._held:
+                    self._pending[held] = None
+                self._held.clear()
+
+    def _set_reading(self, outbox: Outbox, reading: bool) -> None:
+        client = outbox.client
+        outbox.reading = reading
+        self._reading.append((client, reading))
+        if not reading:
+            # §7.5: a connection the server does not read is not timed.
+            self._frame.cancel(client)
+            self._idle.cancel(client)
+        elif client in self.rules.room:
+            self._idle.arm(client, self._now)
+            if self.rules.partial(client):
+                self._frame.arm(client, self._now)
+
+    def _untrack(self, outbox: Outbox) -> None:
+        """Forget what congestion, waiting input and the timers of §7.5 knew of ``outbox``."""
+        client = outbox.client
+        if outbox.congested:
+            self._uncongest(outbox)
+        self._pending.pop(client, None)
+        self._held.pop(client, None)
+        self._frame.cancel(client)
+        self._idle.cancel(client)
+        self.input_total -= outbox.input
+        outbox.input = 0
+        if not outbox.reading and not outbox.gone:
+            self._set_reading(outbox, True)  # closing reads until the end of stream (§9.4)
 
     def _close(self, client: ClientId, flush: bool) -> None:
         outbox = self._outboxes.get(client)
@@ -408,6 +663,7 @@ class ServerCore:
             return
         outbox.closing = True
         self._hello.cancel(client)
+        self._untrack(outbox)
         self._linger.arm(client, self._now)
         if not outbox.frames:
             self._flushed(outbox)
@@ -424,9 +680,12 @@ class ServerCore:
         client = outbox.client
         if self._outboxes.pop(client, None) is None:
             return
+        self.queued -= outbox.size + outbox.held
         outbox.gone = True
         outbox.frames = []
         outbox.size = 0
+        outbox.held = 0
+        self._untrack(outbox)
         self._hello.cancel(client)
         self._linger.cancel(client)
         if disposal is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 
 from ..codecs import Codec, MsgpackCodec, PickleCodec
 from ..connection import NEED_DATA, Connection, ConnectionClosed, RelayEncoder, Role, State, encode_message
@@ -22,6 +23,7 @@ from ..constants import (
     MAX_PAYLOAD_OBJECTS,
     MIN_MAX_FRAME,
     PROTOCOL_VERSION,
+    READ_BUDGET_MIN_COST,
     SHUTDOWN_REASON,
     ErrorCode,
     LeaveReason,
@@ -73,11 +75,24 @@ class Relay:
 Action = Send | Relay | Close
 
 
+class Stop(Enum):
+    """Why :meth:`ServerRules.receive` returned."""
+
+    #: Every complete frame was handled (or the connection closed): the socket can be read.
+    DONE = "done"
+    #: The read budget ran out; complete frames remain, for :meth:`ServerRules.resume`.
+    BUDGET = "budget"
+    #: A ``say`` waits while says are held (a recipient is congested, §10.1).
+    HELD = "held"
+
+
 @dataclass(slots=True)
 class _Client:
     connection: Connection
     host: str
     relay: RelayEncoder | None = None  # from the join on
+    #: A say taken from the connection but not handled yet: says were held (§10.1).
+    waiting: Say | None = None
 
 
 class ServerRules:
@@ -103,6 +118,11 @@ class ServerRules:
         self.max_frame = max_frame
         self.room: Room[ClientId] = Room()
         self._clients: dict[ClientId, _Client] = {}
+        #: Why the last :meth:`receive` or :meth:`resume` returned, and what it handled: the
+        #: budget it spent (0: no frame completed).
+        self.stop = Stop.DONE
+        self.spent = 0
+        self._roster: tuple[tuple[ClientId, ...], bytes] | None = None
 
     def __contains__(self, client: object) -> bool:
         return client in self._clients
@@ -124,16 +144,50 @@ class ServerRules:
         self._clients[client] = _Client(connection, host)
         log.info("connection %d from %s", client, host)
 
-    def receive(self, client: ClientId, data: bytes) -> list[Action]:
-        """Bytes arrived from ``client``; ``b""`` is its end of stream."""
+    def receive(
+        self, client: ClientId, data: bytes, budget: int = 1 << 62, hold_says: bool = False
+    ) -> list[Action]:
+        """Bytes arrived from ``client``; ``b""`` is its end of stream.
+
+        Frames are handled until ``budget`` is spent (each costs its octets, at least
+        ``READ_BUDGET_MIN_COST``, and a ``who`` the octets of its roster), and with
+        ``hold_says`` only up to the first ``say``; :attr:`stop` says which, and
+        :meth:`resume` goes on from there.
+        """
         state = self._clients.get(client)
+        self.stop = Stop.DONE
+        self.spent = 0
         if state is None:
             return []
+        state.connection.receive_data(data)
+        return self._run(client, state, budget, hold_says)
+
+    def resume(self, client: ClientId, budget: int = 1 << 62, hold_says: bool = False) -> list[Action]:
+        """Go on handling the frames ``client`` has sent, as :meth:`receive` would."""
+        state = self._clients.get(client)
+        self.stop = Stop.DONE
+        self.spent = 0
+        if state is None:
+            return []
+        return self._run(client, state, budget, hold_says)
+
+    def _run(self, client: ClientId, state: _Client, budget: int, hold_says: bool) -> list[Action]:
         actions: list[Action] = []
         connection = state.connection
-        connection.receive_data(data)
+        spent = 0
         try:
+            waiting = state.waiting
+            if waiting is not None:
+                if hold_says:
+                    self.stop = Stop.HELD
+                    return actions
+                state.waiting = None
+                spent = max(READ_BUDGET_MIN_COST, connection.last_size)
+                self._handle(client, state, waiting, actions)
             while True:
+                if spent >= budget:
+                    self.stop = Stop.BUDGET
+                    return actions
                 try:
                     event = connection.next_event()
                 except RemoteProtocolError as exc:
@@ -148,6 +202,14 @@ class ServerRules:
                     self._drop(client, reason, actions)
                     actions.append(Close(client, flush=True))
                     return actions
+                if hold_says and type(event) is Say:
+                    state.waiting = event
+                    self.stop = Stop.HELD
+                    return actions
+                size = connection.last_size
+                spent += size if size > READ_BUDGET_MIN_COST else READ_BUDGET_MIN_COST
+                if type(event) is Who:
+                    spent += len(self._roster_frame())
                 self._handle(client, state, event, actions)
         except Exception:
             # A bug here must cost one connection, not the server (§9.1 internal_error).
@@ -156,6 +218,28 @@ class ServerRules:
                 internal = ProtocolError(ErrorCode.INTERNAL_ERROR, "internal server error")
                 self._refuse(client, internal, actions)
             return actions
+        finally:
+            self.spent = spent
+
+    def pending_octets(self, client: ClientId) -> int:
+        """Octets received from ``client`` and not handled yet (a partial frame included)."""
+        state = self._clients.get(client)
+        if state is None:
+            return 0
+        return state.connection.buffered
+
+    def partial(self, client: ClientId) -> bool:
+        """Whether ``client`` has begun a frame it has not completed."""
+        state = self._clients.get(client)
+        return state is not None and state.connection.partial > 0
+
+    def fail(self, client: ClientId, code: ErrorCode, text: str) -> list[Action]:
+        """Refuse ``client`` with the fatal ``code`` (a timeout, server_busy), if it is still served."""
+        if client not in self._clients:
+            return []
+        actions: list[Action] = []
+        self._refuse(client, ProtocolError(code, text), actions)
+        return actions
 
     def connection_lost(self, client: ClientId) -> list[Action]:
         """The connection failed (reset, socket error): forget it and tell the room."""
@@ -251,6 +335,15 @@ class ServerRules:
         log.info("connection %d joined as %s (%d present)", client, escape(seat.identity), count)
 
     def _roster_frame(self) -> bytes:
+        """The roster frame, encoded once per membership (``Room.members`` is new at each change)."""
+        cached = self._roster
+        if cached is not None and cached[0] is self.room.members:
+            return cached[1]
+        data = self._encode_roster()
+        self._roster = (self.room.members, data)
+        return data
+
+    def _encode_roster(self) -> bytes:
         members = tuple(Member(seat.name, seat.host) for seat in self.room.seats())
         data = encode_message(self.codec, Roster(members, truncated=False))
         if len(data) - HEADER_SIZE <= self.max_frame:

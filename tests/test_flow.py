@@ -1,0 +1,303 @@
+"""ServerCore's fairness rules (protocol/server/core.py rules 6-9): congestion and the
+slow-consumer timeout (§10.1, §10.2), the read budget (§14.2), the frame and idle timeouts
+(§7.5) and the server-wide totals (§14.2), on a MemoryServer with its own clock."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_lifecycle import decoded, errors, join
+
+from protocol import Hello, Left, Ping, Pong, Relayed, Roster, Say, Who, encode_message, get_codec
+from protocol.constants import READ_BUDGET_MIN_COST, CodecName, ErrorCode
+from protocol.server import ClientId, ServerCore
+from protocol.server.memory import MemoryServer
+
+CODEC = get_codec(CodecName.MSGPACK)
+SOFT = 4096
+
+
+def make(**limits: float) -> MemoryServer:
+    limits.setdefault("output_soft_limit", SOFT)
+    return MemoryServer(ServerCore(CODEC, server_name="test/1", **limits))  # type: ignore[arg-type]
+
+
+def say(text: str) -> bytes:
+    return encode_message(CODEC, Say(text))
+
+
+def ping(token: str) -> bytes:
+    return encode_message(CODEC, Ping(token))
+
+
+def congest(memory: MemoryServer, sender: ClientId, reader: ClientId) -> int:
+    """Say from ``sender`` until ``reader`` (which does not read) is congested; the says sent."""
+    for count in range(1, 1000):
+        memory.receive(sender, say("x" * 200))
+        memory.read(sender)
+        if memory.core.outbox(reader).congested:  # type: ignore[union-attr]
+            return count
+    raise AssertionError("never congested")
+
+
+# --- rule 6: congestion (§10.1, §10.2) --------------------------------------------------------
+
+
+def test_a_connection_over_the_soft_limit_is_congested_and_not_read_until_half_drained() -> None:
+    memory = make()
+    alice, bob = join(memory, "alice"), join(memory, "bob")
+    congest(memory, alice, bob)
+    outbox = memory.core.outbox(bob)
+    assert outbox is not None and outbox.buffered > SOFT and not outbox.reading
+    assert bob in memory.paused
+    # Drained to just above half: still congested.
+    queued = b"".join(outbox.frames)
+    memory.core.sent(bob, len(queued) - SOFT // 2 - 1)
+    assert outbox.congested
+    memory.core.sent(bob, 1)
+    assert not outbox.congested and outbox.reading
+
+
+def test_says_wait_while_a_member_is_congested_and_pings_before_them_are_answered() -> None:
+    memory = make()
+    alice, bob, carol = join(memory, "alice"), join(memory, "bob"), join(memory, "carol")
+    congest(memory, alice, bob)
+    memory.read(carol)
+    memory.receive(alice, ping("p1") + say("waits") + ping("p2"))
+    [pong] = decoded(memory.read(alice))
+    assert pong == Pong("p1")
+    assert memory.read(carol) == b""  # the say waits, and the ping behind it
+    assert alice in memory.paused
+    memory.read(bob)  # bob drains: the room goes on
+    assert decoded(memory.read(carol)) == [Relayed("alice", "127.0.0.1", "waits")]
+    assert decoded(memory.read(alice)) == [Pong("p2")]
+    assert alice not in memory.paused
+
+
+def test_a_connection_congested_for_the_slow_consumer_timeout_is_cut_off() -> None:
+    memory = make(slow_consumer_timeout=5.0)
+    alice, bob, carol = join(memory, "alice"), join(memory, "bob"), join(memory, "carol")
+    congest(memory, alice, bob)
+    memory.read(carol)
+    memory.advance(4.9)
+    assert bob in memory.core
+    memory.advance(0.2)
+    assert bob not in memory.core
+    lefts = [m for m in decoded(memory.read(carol)) if isinstance(m, Left)]
+    assert lefts == [Left("bob", "127.0.0.1", 2, "slow_consumer")]
+
+
+def test_draining_before_the_slow_consumer_timeout_stops_it() -> None:
+    memory = make(slow_consumer_timeout=5.0)
+    alice, bob = join(memory, "alice"), join(memory, "bob")
+    congest(memory, alice, bob)
+    memory.advance(4.0)
+    memory.read(bob)
+    memory.advance(10.0)
+    assert bob in memory.core
+    assert memory.core.congested == 0
+
+
+def test_a_reader_that_keeps_up_is_never_congested() -> None:
+    memory = make()
+    alice, bob = join(memory, "alice"), join(memory, "bob")
+    for _ in range(500):
+        memory.receive(alice, say("x" * 200))
+        memory.read(bob)
+    assert memory.core.congested == 0 and bob in memory.core
+
+
+# --- rule 7: the read budget (§14.2) ----------------------------------------------------------
+
+
+def test_one_receive_handles_at_most_the_read_budget_and_the_rest_follows_in_order() -> None:
+    memory = make(read_budget=10 * READ_BUDGET_MIN_COST)
+    core = memory.core
+    alice = join(memory, "alice")
+    core.receive(alice, b"".join(ping(str(n)) for n in range(25)), memory.now)
+    first = [m for m in decoded(b"".join(core.outbox(alice).frames)) if isinstance(m, Pong)]  # type: ignore[union-attr]
+    assert len(first) == 10
+    assert core.has_pending
+    core.pump(lambda outbox: None, lambda disposal, client: None, memory._reading)
+    assert alice in memory.paused  # input waits in the core: the socket is not read
+    core.process_pending(memory.now)
+    core.process_pending(memory.now)
+    assert not core.has_pending
+    pongs = [m for m in decoded(memory.read(alice)) if isinstance(m, Pong)]
+    assert [p.token for p in pongs] == [str(n) for n in range(25)]
+    assert alice not in memory.paused
+
+
+def test_a_who_costs_the_octets_of_its_roster() -> None:
+    memory = make()
+    members = [join(memory, f"m{n}") for n in range(20)]
+    who = encode_message(CODEC, Who())
+    memory.read(members[0])
+    memory.receive(members[0], who)
+    roster = len(memory.read(members[0]))
+    core = ServerCore(CODEC, server_name="test/1", read_budget=roster * 3)
+    budgeted = MemoryServer(core)
+    clients = [join(budgeted, f"m{n}") for n in range(20)]
+    for client in clients:
+        budgeted.read(client)
+    core.receive(clients[0], who * 10, budgeted.now)
+    answers = [m for m in decoded(b"".join(core.outbox(clients[0]).frames)) if isinstance(m, Roster)]  # type: ignore[union-attr]
+    assert len(answers) == 3  # 3 rosters' worth of budget; 10 * len(who) alone is far less
+    assert 10 * len(who) < roster
+    assert core.has_pending
+
+
+# --- rule 8: frame and idle timeouts (§7.5) ---------------------------------------------------
+
+
+def test_a_frame_begun_must_complete_within_the_frame_timeout() -> None:
+    memory = make(frame_timeout=3.0, idle_timeout=100.0)
+    alice = join(memory, "alice")
+    frame = say("hello")
+    memory.receive(alice, frame[:3])
+    memory.advance(2.9)
+    assert errors(memory.read(alice)) == []
+    memory.advance(0.2)
+    assert errors(memory.read(alice)) == [(ErrorCode.FRAME_TIMEOUT, True)]
+    assert memory.closed[alice]
+
+
+def test_a_trickle_of_octets_does_not_restart_the_frame_timer() -> None:
+    memory = make(frame_timeout=3.0, idle_timeout=100.0)
+    alice = join(memory, "alice")
+    frame = encode_message(CODEC, Say("x" * 100))
+    for octet in range(10):
+        memory.receive(alice, frame[octet : octet + 1])
+        memory.advance(0.5)
+        if alice in memory.closed:
+            break
+    assert errors(memory.read(alice)) == [(ErrorCode.FRAME_TIMEOUT, True)]
+    assert memory.now <= 3.5
+
+
+def test_a_completed_frame_stops_the_frame_timer() -> None:
+    memory = make(frame_timeout=3.0, idle_timeout=100.0)
+    alice = join(memory, "alice")
+    frame = ping("t")
+    memory.receive(alice, frame[:3])
+    memory.advance(2.0)
+    memory.receive(alice, frame[3:])
+    memory.advance(2.0)
+    assert decoded(memory.read(alice)) == [Pong("t")]
+    assert alice not in memory.closed
+
+
+def test_a_member_silent_for_the_idle_timeout_is_closed_and_a_frame_restarts_it() -> None:
+    memory = make(idle_timeout=10.0)
+    alice, bob = join(memory, "alice"), join(memory, "bob")
+    memory.advance(9.0)
+    memory.receive(alice, ping("alive"))
+    memory.advance(1.5)
+    assert errors(memory.read(bob)) == [(ErrorCode.IDLE_TIMEOUT, True)]
+    assert alice in memory.core and bob not in memory.core.rules
+    memory.advance(8.0)  # 9.5 s after alice's ping
+    assert alice in memory.core.rules
+    memory.advance(1.0)
+    assert errors(memory.read(alice)) == [(ErrorCode.IDLE_TIMEOUT, True)]
+
+
+def test_no_frame_or_idle_timer_runs_before_the_welcome() -> None:
+    memory = make(hello_timeout=50.0, frame_timeout=1.0, idle_timeout=2.0)
+    client = memory.connect()
+    memory.receive(client, encode_message(CODEC, Hello("alice"))[:3])
+    memory.advance(10.0)
+    assert memory.read(client) == b""
+    assert memory.core.next_deadline() == 50.0
+
+
+def test_a_connection_the_core_does_not_read_is_not_timed() -> None:
+    memory = make(frame_timeout=1.0, idle_timeout=2.0, slow_consumer_timeout=100.0)
+    alice, bob = join(memory, "alice"), join(memory, "bob")
+    memory.receive(bob, say("x")[:2])  # bob begins a frame
+    congest(memory, alice, bob)
+    memory.advance(50.0)  # bob is not read meanwhile: neither timer may blame him
+    assert bob in memory.core.rules
+    memory.read(bob)
+    memory.advance(0.9)
+    assert bob in memory.core.rules
+    memory.advance(0.2)
+    assert (ErrorCode.FRAME_TIMEOUT, True) in errors(memory.read(bob))
+
+
+# --- rule 9: totals (§14.2) -------------------------------------------------------------------
+
+
+def test_over_the_output_total_the_largest_queue_is_cut_off() -> None:
+    memory = make(max_total_output=20_000, output_soft_limit=1 << 20, slow_consumer_timeout=100.0)
+    alice, bob, carol = join(memory, "alice"), join(memory, "bob"), join(memory, "carol")
+    memory.read(bob)
+    for _ in range(5):
+        memory.receive(alice, say("x" * 1000))
+    memory.read(carol)  # carol reads, bob does not: bob holds the most
+    for _ in range(100):
+        memory.receive(alice, say("x" * 1000))
+        memory.read(alice)
+        if bob not in memory.core:
+            break
+    assert bob not in memory.core and carol in memory.core
+    assert memory.core.queued <= 20_000
+    assert Left("bob", "127.0.0.1", 2, "slow_consumer") in decoded(memory.read(carol))
+
+
+def test_over_the_input_total_the_largest_holder_gets_server_busy() -> None:
+    memory = make(max_total_input=3000)
+    alice, bob, carol = join(memory, "alice"), join(memory, "bob"), join(memory, "carol")
+    big = encode_message(CODEC, Say("x" * 5000))
+    memory.receive(alice, big[:1000])
+    memory.receive(bob, big[:1500])
+    assert memory.core.input_total == 2500
+    memory.receive(carol, big[:700])
+    assert errors(memory.read(bob)) == [(ErrorCode.SERVER_BUSY, True)]
+    assert errors(memory.read(alice)) == [] and errors(memory.read(carol)) == []
+    assert memory.core.input_total == 1700
+
+
+def test_new_connections_get_server_busy_while_a_total_is_above_its_mark() -> None:
+    memory = make(max_total_input=4000)
+    alice = join(memory, "alice")
+    big = encode_message(CODEC, Say("x" * 5000))
+    memory.receive(alice, big[:3100])  # above 3/4 of the bound
+    refused = memory.connect()
+    assert errors(memory.read(refused)) == [(ErrorCode.SERVER_BUSY, True)]
+    memory.receive(alice, big[3100:])
+    welcomed = memory.connect()
+    memory.receive(welcomed, encode_message(CODEC, Hello("bob")))
+    assert errors(memory.read(welcomed)) == []
+
+
+STEPS = st.sampled_from(["say", "half", "read", "who", "lost"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), STEPS), max_size=60))
+def test_the_totals_are_the_sums_of_what_each_connection_holds(steps: list[tuple[int, str]]) -> None:
+    memory = make(output_soft_limit=2000, max_total_output=6000)
+    clients = [join(memory, f"m{n}") for n in range(4)]
+    halves: set[ClientId] = set()
+    frame = say("z" * 20)
+    for index, chosen in steps:
+        client = clients[index]
+        # A whole frame after half of one would not be a frame: the half is completed instead.
+        step = "half" if client in halves and chosen in ("say", "who") else chosen
+        if step == "say":
+            memory.receive(client, say("y" * 300))
+        elif step == "half":
+            memory.receive(client, frame[10:] if client in halves else frame[:10])
+            halves ^= {client}
+        elif step == "who":
+            memory.receive(client, encode_message(CODEC, Who()))
+        elif step == "read":
+            memory.read(client)
+        else:
+            memory.lost(client)
+        core = memory.core
+        outboxes = [core.outbox(c) for c in clients]
+        assert core.queued == sum(o.buffered for o in outboxes if o is not None)
+        assert core.input_total == sum(o.input for o in outboxes if o is not None)
+        assert core.queued <= 6000
+        assert all(o.input <= 10 for o in outboxes if o is not None)
