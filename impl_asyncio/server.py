@@ -178,6 +178,7 @@ class AsyncioServer:
             self._flush()
         else:
             self._schedule_flush()
+            self._schedule_timer()  # input alone can start a timer (§7.5)
 
     def drained(self, peer: _ClientProtocol) -> None:
         """The transport has written down to its low-water mark: tell the core what it holds."""
