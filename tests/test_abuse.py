@@ -10,6 +10,7 @@ break a timed assertion, and bench/ is where speed is judged.
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -24,6 +25,8 @@ from protocol import Error, Hello, Left, Ping, Say, Who, encode_frame, encode_me
 from protocol.constants import DEFAULT_MAX_FRAME, ErrorCode
 
 QUIET = ("--log-level", "ERROR")
+#: ABUSE_FULL=1 runs the attacks at the issue's size (TESTING.md has the figures).
+FULL = os.environ.get("ABUSE_FULL") == "1"
 
 
 @pytest.fixture(params=sorted(BUNDLED))
@@ -146,14 +149,15 @@ def test_a_flooder_cuts_off_no_reader_that_keeps_up(impl: str) -> None:
 
 
 def test_bursts_of_who_delay_the_others_pongs_by_a_budget_not_the_burst(impl: str) -> None:
-    raise_descriptor_limit(400)
-    members = 300
+    members, whos = (1000, 18_724) if FULL else (300, 5000)
+    raise_descriptor_limit(members + 100)
     with running(impl, *QUIET) as server, Crowd(server.address) as crowd:
         room = crowd.join([f"m{n}" for n in range(members)], timeout=60)
         askers, others = room[:3], room[3:13]
         crowd.barrier(room, timeout=60)
-        # 5,000 who in one write each (about 35 KB); each answer lists 300 members (~7 KB).
-        burst = encode_message(crowd.codec, Who()) * 5000
+        # 5,000 who in one write each (about 35 KB), each answer listing 300 members (~7 KB);
+        # full size 18,724 (255 KiB) in a room of 1,000.
+        burst = encode_message(crowd.codec, Who()) * whos
         pinger = Pinger(crowd, others)
         run_for(crowd, 0.3, pinger.tick)
         for asker in askers:
@@ -161,7 +165,8 @@ def test_bursts_of_who_delay_the_others_pongs_by_a_budget_not_the_burst(impl: st
             crowd.send_raw(asker, burst)
         run_for(crowd, 3.0, pinger.tick)
         crowd.pump(pinger.drained, 30, "the last pongs")
-        print(f"\n{impl}: " + pinger.report(f"others' pings during 3 bursts of 5000 who, {members} members"))
+        what = f"others' pings during 3 bursts of {whos} who, {members} members"
+        print(f"\n{impl}: " + pinger.report(what))
         assert cut_off(others, others) == []
         assert all(peer.violations == [] for peer in others)
 
@@ -205,11 +210,12 @@ def test_output_hoarders_are_all_cut_off_within_the_slow_consumer_timeout(impl: 
 
 @pytest.mark.parametrize("trickle", [False, True], ids=["stalled", "trickle"])
 def test_input_hoarders_are_all_closed_within_the_frame_timeout(impl: str, trickle: bool) -> None:
-    raise_descriptor_limit(300)
+    count = 200 if FULL else 100
+    raise_descriptor_limit(count + 200)
     timeout = 1.0
     with running(impl, *QUIET, "--frame-timeout", str(timeout)) as server, Crowd(server.address) as crowd:
         [witness] = crowd.join(["witness"])
-        hoarders = crowd.join([f"h{n}" for n in range(100)], timeout=60)
+        hoarders = crowd.join([f"h{n}" for n in range(count)], timeout=60)
         crowd.barrier([witness, *hoarders], timeout=60)
         before = rss_mib(server)
         frame = encode_frame(b"\x00" * DEFAULT_MAX_FRAME)
@@ -237,7 +243,7 @@ def test_input_hoarders_are_all_closed_within_the_frame_timeout(impl: str, trick
         elapsed = time.monotonic() - started
         peak = rss_mib(server) - before
         codes = {e.code for h in hoarders for e in h.errors()}
-        print(f"\n{impl}: 100 input hoarders ({'trickle' if trickle else 'stalled'}) all closed "
+        print(f"\n{impl}: {count} input hoarders ({'trickle' if trickle else 'stalled'}) all closed "
               f"after {elapsed:.2f} s ({sorted(codes)}), RSS {peak:+.1f} MiB at the end")
         assert codes <= {ErrorCode.FRAME_TIMEOUT, ErrorCode.SERVER_BUSY} and codes
         assert elapsed < timeout + 5, f"the hoarders were closed only after {elapsed:.1f} s"

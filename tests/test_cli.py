@@ -21,6 +21,8 @@ from conformance.runner import build_parser as conformance_parser
 from fuzz.__main__ import _arguments as fuzz_args
 from protocol.constants import MAX_TIMEOUT, MAX_WIRE_LENGTH, MIN_MAX_FRAME
 from protocol.options import ServerOptions, int_within, number_within, parse_server_options
+from protocol.server import Deadlines
+from protocol.serving import make_core
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,6 +92,32 @@ def test_the_servers_accept_the_bounds() -> None:
     assert (low.port, low.max_frame, low.max_output_buffer, low.hello_timeout) == (0, 1024, 1, 0.001)
     high = server_args(["--port", "65535", "--max-frame", str(MAX_WIRE_LENGTH), "--hello-timeout", "86400"])
     assert (high.port, high.max_frame, high.hello_timeout) == (65535, MAX_WIRE_LENGTH, MAX_TIMEOUT)
+
+
+#: The bounds of §7.5, §10.1, §10.2 and §14.2: flag, a value to set, the core's attribute or
+#: timer that must carry it.
+BOUNDS = [
+    ("--output-soft-limit", "4096", "output_soft_limit"),
+    ("--slow-consumer-timeout", "2.5", "_slow"),
+    ("--frame-timeout", "3.5", "_frame"),
+    ("--idle-timeout", "4.5", "_idle"),
+    ("--read-budget", "1000", "read_budget"),
+    ("--max-total-output", "5000", "max_total_output"),
+    ("--max-total-input", "6000", "max_total_input"),
+]
+
+
+@pytest.mark.parametrize(("flag", "value", "attribute"), BOUNDS)
+def test_every_bound_reaches_the_core_and_refuses_zero(
+    flag: str, value: str, attribute: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    core = make_core(server_args([flag, value]), "impl_select")
+    carried = getattr(core, attribute)
+    assert (carried.duration if isinstance(carried, Deadlines) else carried) == float(value)
+    default = make_core(server_args([]), "impl_select")
+    carried = getattr(default, attribute)
+    assert (carried.duration if isinstance(carried, Deadlines) else carried) != float(value)
+    assert "must be" in refusal(server_args, [flag, "0"], capsys)
 
 
 @pytest.mark.parametrize("impl", ["impl_select", "impl_asyncio"])

@@ -301,3 +301,23 @@ def test_the_totals_are_the_sums_of_what_each_connection_holds(steps: list[tuple
         assert core.input_total == sum(o.input for o in outboxes if o is not None)
         assert core.queued <= 6000
         assert all(o.input <= 10 for o in outboxes if o is not None)
+
+
+def test_a_congested_connection_s_leftover_requests_wait_until_it_drains() -> None:
+    memory = make(read_budget=4 * READ_BUDGET_MIN_COST)
+    core = memory.core
+    members = [join(memory, f"member{n:02d}") for n in range(30)]
+    asker, other = members[0], members[1]
+    for member in members:
+        memory.read(member)
+    memory.receive(other, encode_message(CODEC, Who()))
+    roster = len(memory.read(other))
+    memory.receive(asker, encode_message(CODEC, Who()) * 500)  # never read: its answers pile up
+    outbox = core.outbox(asker)
+    assert outbox is not None and outbox.congested
+    assert not core.has_pending  # no turn is spent on it while it does not read
+    # The soft limit plus the budget of the turn that passed it, not 500 rosters.
+    assert outbox.buffered <= SOFT + 4 * READ_BUDGET_MIN_COST + 2 * roster
+    answered = len(decoded(memory.read(asker)))
+    assert 0 < answered < 500  # drained: the rest is handled now, a budget per turn
+    assert len(decoded(memory.read(asker))) > 0

@@ -185,6 +185,7 @@ class ServerCore:
         self._congested: dict[ClientId, Outbox] = {}
         self._holding = False  # a member is congested: says wait (§10.1)
         self._pending: dict[ClientId, None] = {}  # the read budget ran out, frames remain
+        self._parked: dict[ClientId, None] = {}  # the same, but congested: waits for its drain
         self._held: dict[ClientId, None] = {}  # a say waits for the room to drain
         self._reading: list[tuple[ClientId, bool]] = []
         self._slow: Deadlines[ClientId] = Deadlines(slow_consumer_timeout)
@@ -381,14 +382,16 @@ class ServerCore:
         if outbox.gone or outbox.closing:
             return
         if stop is Stop.DONE:
-            if self._pending or self._held:
+            if self._pending or self._held or self._parked:
                 self._pending.pop(client, None)
                 self._held.pop(client, None)
+                self._parked.pop(client, None)
         elif stop is Stop.BUDGET:
-            self._pending[client] = None
+            (self._parked if outbox.congested else self._pending)[client] = None
         else:
             self._held[client] = None
             self._pending.pop(client, None)
+            self._parked.pop(client, None)
         partial = self.rules.partial(client)
         if stop is not Stop.DONE or partial or outbox.input:
             held = self.rules.pending_octets(client) if stop is not Stop.DONE or partial else 0
@@ -605,6 +608,8 @@ class ServerCore:
         outbox.congested = True
         self._congested[client] = outbox
         self._slow.arm(client, self._now)
+        if self._pending.pop(client, 0) is None:
+            self._parked[client] = None  # its own answers wait until it reads (§10.1 rule 3)
         if outbox.reading:
             self._set_reading(outbox, False)
         if not self._holding and client in self.rules.room:
@@ -615,6 +620,8 @@ class ServerCore:
         outbox.congested = False
         self._congested.pop(client, None)
         self._slow.cancel(client)
+        if self._parked.pop(client, 0) is None:
+            self._pending[client] = None
         waiting = client in self._pending or client in self._held
         if not outbox.gone and not outbox.reading and not waiting:
             self._set_reading(outbox, True)
@@ -624,7 +631,8 @@ class ServerCore:
                 self._holding = False
                 # The says that waited go on, on the next turn (§10.1).
                 for held in self._held:
-                    self._pending[held] = None
+                    congested = self._outboxes[held].congested
+                    (self._parked if congested else self._pending)[held] = None
                 self._held.clear()
 
     def _set_reading(self, outbox: Outbox, reading: bool) -> None:
@@ -646,6 +654,7 @@ class ServerCore:
         if outbox.congested:
             self._uncongest(outbox)
         self._pending.pop(client, None)
+        self._parked.pop(client, None)
         self._held.pop(client, None)
         self._frame.cancel(client)
         self._idle.cancel(client)
