@@ -11,7 +11,9 @@ break a timed assertion, and bench/ is where speed is judged.
 from __future__ import annotations
 
 import os
+import socket
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,8 +23,9 @@ from crowd import Crowd, Peer, raise_descriptor_limit, running, say_text
 
 from conformance.serverproc import BUNDLED, ServerProcess
 from conformance.wire import WirePeer
+from impl_select.listener import tune_accepted
 from protocol import Error, Hello, Left, Ping, Say, Who, encode_frame, encode_message
-from protocol.constants import DEFAULT_MAX_FRAME, ErrorCode
+from protocol.constants import DEFAULT_MAX_FRAME, NOT_SENT_LOW_WATER, ErrorCode
 
 QUIET = ("--log-level", "ERROR")
 #: ABUSE_FULL=1 runs the attacks at the issue's size (TESTING.md has the figures).
@@ -249,3 +252,16 @@ def test_input_hoarders_are_all_closed_within_the_frame_timeout(impl: str, trick
         assert elapsed < timeout + 5, f"the hoarders were closed only after {elapsed:.1f} s"
         assert all(isinstance(e, Error) and e.fatal for h in hoarders for e in h.errors())
         crowd.barrier([witness])
+
+
+# --- what waits for a slow reader waits where the soft limit sees it (§10.1) --------------------
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="TCP_NOTSENT_LOWAT as Linux names it")
+def test_accepted_sockets_keep_little_unsent_data_in_the_kernel() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener, socket.create_connection(listener.getsockname()):
+        accepted, _ = listener.accept()
+        with accepted:
+            tune_accepted(accepted)
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            assert accepted.getsockopt(socket.IPPROTO_TCP, 25) == NOT_SENT_LOW_WATER

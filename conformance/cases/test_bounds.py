@@ -170,6 +170,25 @@ def test_slow_consumer_soft(ctx: Context) -> None:
     flood_until_cut(ctx, (sender, witness, victim), "s" * TEXT, CAP // 2, bounds)
 
 
+@case(
+    "OUTPUT-TOTAL-CUTS-LARGEST",
+    "14.2",
+    MUST,
+    "past the output total the member holding the most is cut off (left slow_consumer) before its cap",
+    also=("10",),
+    settings=Settings(max_total_output=1 << 20, output_soft_limit=CAP, max_output_buffer=CAP),
+)
+def test_output_total_cuts_largest(ctx: Context) -> None:
+    sender, witness = ctx.members("sender", "witness")
+    victim = ctx.member("victim", rcvbuf=4096)
+    witness.barrier()
+    sender.barrier()
+    # Neither the soft limit nor the cap can cut the victim before half the cap is relayed;
+    # the 1 MiB total must, once kernel buffers are full.
+    bounds = f"max_total_output 1 MiB, output_soft_limit and max_output_buffer {CAP}"
+    flood_until_cut(ctx, (sender, witness, victim), "o" * TEXT, CAP // 2, bounds)
+
+
 #: §14.2 input total: small, with max_frame at its default (1 MiB).
 INPUT_TOTAL = 65536
 
