@@ -54,8 +54,10 @@ server command templates (spec §16.1):
   optionally {codec}). The server prints "listening on HOST:PORT" on stdout (an IPv6 host
   in brackets: "listening on [::1]:5555"), or listens on {port} as given. Unless the
   template contains {codec}, the runner appends "--codec msgpack|pickle"; cases that need
-  short limits also append "--hello-timeout SECONDS", "--max-output-buffer BYTES" or
-  "--max-frame BYTES". A server that accepts none of these flags can be run with
+  short limits also append "--hello-timeout SECONDS", "--max-output-buffer BYTES",
+  "--max-frame BYTES" or a bound of spec §7.5, §10.1, §10.2 or §14.2 ("--frame-timeout",
+  "--idle-timeout", "--output-soft-limit", "--slow-consumer-timeout", "--max-total-output",
+  "--max-total-input"). A server that accepts none of these flags can be run with
   --no-config-flags (one codec, fixed in the template; those cases are then skipped).
   A wrapper (a shell script, cargo run, npm start) must pass the flags on, and should exec
   the server so that its exit status is the server's: bash -c 'exec ./server "$@"' server.
@@ -128,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-config-flags",
         action="store_true",
-        help="never append --codec/--hello-timeout/--max-output-buffer/--max-frame",
+        help="never append --codec or the limits' flags (--hello-timeout, --max-frame...)",
     )
     parser.add_argument("--strict", action="store_true", help="a failed SHOULD case fails the run too")
     parser.add_argument("--junitxml", type=Path, metavar="PATH", help="write JUnit XML")
