@@ -20,12 +20,14 @@ import contextlib
 import importlib
 import logging
 import signal
+import ssl
 from typing import cast
 
 from impl_select.listener import Listener, set_no_delay
+from impl_select.tls import TlsFailure, TlsSession, load_server_context
 from protocol.options import ServerOptions
 from protocol.server import ClientId, Disposal, Outbox, ServerCore
-from protocol.serving import announce, peer_host
+from protocol.serving import EXIT_BAD_CONFIGURATION, announce, peer_host
 
 log = logging.getLogger("impl_asyncio")
 
@@ -33,13 +35,14 @@ log = logging.getLogger("impl_asyncio")
 class _ClientProtocol(asyncio.Protocol):
     """One accepted connection; hands what it hears to the server."""
 
-    __slots__ = ("client", "outbox", "server", "transport")
+    __slots__ = ("client", "outbox", "server", "tls", "transport")
 
     def __init__(self, server: AsyncioServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.client: ClientId = 0
         self.outbox: Outbox | None = None
+        self.tls: TlsSession | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -57,12 +60,27 @@ class _ClientProtocol(asyncio.Protocol):
         self.server.disconnected(self, exc)
 
 
+class _TlsClientProtocol(_ClientProtocol):
+    """A connection on a TLS port: what arrives is ciphertext for its :class:`TlsSession`
+    (a class of its own, so that the plaintext path pays nothing for TLS)."""
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        self.server.received_tls(self, data)
+
+    def eof_received(self) -> bool:
+        self.server.received_tls(self, b"")
+        return True
+
+
 class AsyncioServer:
     """Serves one room until stopped by a signal."""
 
-    def __init__(self, options: ServerOptions, core: ServerCore) -> None:
+    def __init__(self, options: ServerOptions, core: ServerCore, tls: ssl.SSLContext | None = None) -> None:
         self.options = options
         self.core = core
+        self.tls_context = tls
         self.peers: dict[ClientId, _ClientProtocol] = {}
         self._loop = asyncio.get_running_loop()
         # The one loop timer and its deadline (uvloop returns a plain Handle, without when(),
@@ -125,10 +143,10 @@ class AsyncioServer:
         in a join storm every join would then cost a separate flush to every member.
         """
         assert self._listener is not None
+        context = self.tls_context
+        protocol = _ClientProtocol if context is None else _TlsClientProtocol
         for sock, _ in self._listener.accept(self.core, self._loop.time()):
-            task = self._loop.create_task(
-                self._loop.connect_accepted_socket(lambda: _ClientProtocol(self), sock)
-            )
+            task = self._loop.create_task(self._loop.connect_accepted_socket(lambda: protocol(self), sock))
             self._accepting.add(task)
             task.add_done_callback(self._accepted)
         self._schedule_timer()  # an accept error pauses accepting until a deadline
@@ -159,6 +177,9 @@ class AsyncioServer:
         outbox.refresh_held = transport.get_write_buffer_size
         peer.client = client
         peer.outbox = outbox
+        context = self.tls_context
+        if context is not None:
+            peer.tls = TlsSession(context, server_side=True)
         self.peers[client] = peer
         self._schedule_timer()  # its hello timer
         self._schedule_flush()  # a connection made while stopping has its notice queued already
@@ -170,6 +191,30 @@ class AsyncioServer:
             self._flush()
         else:
             self._schedule_flush()
+
+    def received_tls(self, peer: _ClientProtocol, data: bytes) -> None:
+        """Ciphertext in: the plaintext to the core, the handshake's answers to the transport."""
+        tls = peer.tls
+        transport = peer.transport
+        if tls is None or transport is None or peer.client not in self.peers:
+            return
+        try:
+            plain, ended = tls.receive(data)
+        except TlsFailure as exc:
+            # Not TLS (a plaintext client), garbage, a failed handshake: one line, then closed.
+            log.info("connection %d: %s; closing", peer.client, exc)
+            transport.write(tls.take_output())  # the alert
+            del self.peers[peer.client]
+            transport.close()
+            self.core.connection_lost(peer.client)
+            self._schedule_flush()
+            return
+        if tls.pending_output:
+            transport.write(tls.take_output())
+        if plain:
+            self.received(peer, plain)
+        if ended and peer.outbox is not None and not peer.outbox.eof:
+            self.received(peer, b"")
 
     def _schedule_flush(self) -> None:
         """Flush at the end of this loop iteration, when the core has something to carry out
@@ -210,6 +255,11 @@ class AsyncioServer:
             return
         transport = peer.transport
         assert transport is not None
+        if peer.tls is not None:
+            taken = peer.tls.encrypt(outbox.frames)
+            transport.write(peer.tls.take_output())
+            self.core.sent(peer.client, taken, transport.get_write_buffer_size())
+            return
         # uvloop gathers the frames into one send without joining them first.
         transport.writelines(outbox.frames)
         self.core.sent(peer.client, outbox.size, transport.get_write_buffer_size())
@@ -221,6 +271,9 @@ class AsyncioServer:
         transport = peer.transport
         assert transport is not None
         if disposal is Disposal.HALF_CLOSE:
+            if peer.tls is not None:
+                peer.tls.close()  # close_notify, then FIN (§17.2)
+                transport.write(peer.tls.take_output())
             transport.write_eof()  # after what the transport holds (§9.4 step 3)
             return
         del self.peers[client]
@@ -248,17 +301,22 @@ class AsyncioServer:
         self._flush()
 
 
-async def _serve(options: ServerOptions, core: ServerCore) -> int:
-    return await AsyncioServer(options, core).serve()
+async def _serve(options: ServerOptions, core: ServerCore, tls: ssl.SSLContext | None) -> int:
+    return await AsyncioServer(options, core, tls).serve()
 
 
 def run(options: ServerOptions, core: ServerCore) -> int:
     """Serve until stopped by a signal; returns the exit status. Uses uvloop if installed."""
     try:
+        tls = load_server_context(options)
+    except TlsFailure as exc:
+        log.error("cannot serve TLS: %s", exc)
+        return EXIT_BAD_CONFIGURATION
+    try:
         # Optional (the "uvloop" extra); imported by name so that type checking needs no stubs.
         uvloop = importlib.import_module("uvloop")
     except ImportError:
-        return asyncio.run(_serve(options, core))
+        return asyncio.run(_serve(options, core, tls))
     log.info("using uvloop %s", uvloop.__version__)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_serve(options, core))
+        return runner.run(_serve(options, core, tls))

@@ -53,6 +53,7 @@ from ..constants import (
     FLUSH_EARLY,
     SHUTDOWN_FLUSH_TIMEOUT,
 )
+from .access import Access
 from .room import Room
 from .rules import Action, ClientId, Close, Relay, Send, ServerRules
 from .timers import Deadlines
@@ -132,8 +133,9 @@ class ServerCore:
         max_output_buffer: int = DEFAULT_MAX_OUTPUT_BUFFER,
         close_linger: float = CLOSE_LINGER,
         shutdown_flush_timeout: float = SHUTDOWN_FLUSH_TIMEOUT,
+        access: Access | None = None,
     ) -> None:
-        self.rules = ServerRules(codec, server_name=server_name, max_frame=max_frame)
+        self.rules = ServerRules(codec, server_name=server_name, max_frame=max_frame, access=access)
         self.max_output_buffer = max_output_buffer
         self.shutdown_flush_timeout = shutdown_flush_timeout
         self._outboxes: dict[ClientId, Outbox] = {}
@@ -265,7 +267,7 @@ class ServerCore:
             if outbox.eof and outbox.shut:
                 self._forget(outbox, Disposal.CLOSE)
             return
-        self._carry_out(self.rules.receive(client, data))
+        self._carry_out(self.rules.receive(client, data, now))
         if client in self._hello and self.rules.joined(client):
             self._hello.cancel(client)  # welcomed: the timer stops (§7.4)
 
