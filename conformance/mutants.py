@@ -216,12 +216,12 @@ def _crash_on_dance() -> None:
     # Not a protocol bug but a crash: shows that the runner reports a server that dies mid-case.
     original = ServerRules.receive
 
-    def receive(self: ServerRules, client: int, data: bytes) -> list[Any]:
+    def receive(self: ServerRules, client: int, data: bytes, now: float = 0.0) -> list[Any]:
         if b"dance" in data:
             sys.stderr.write("mutant crash_on_dance: exiting on purpose\n")
             sys.stderr.flush()
             os._exit(70)
-        return original(self, client, data)
+        return original(self, client, data, now)
 
     ServerRules.receive = receive  # type: ignore[method-assign]
 

@@ -128,9 +128,10 @@ class TlsSession:
     def pending_output(self) -> int:
         return self._outgoing.pending
 
-    def peer_certificate(self) -> dict[str, object] | None:
-        cert = self._tls.getpeercert()
-        return dict(cert) if cert else None
+    @property
+    def version(self) -> str | None:
+        """The negotiated protocol version (``"TLSv1.3"``), once the handshake is done."""
+        return self._tls.version()
 
 
 def describe(exc: ssl.SSLError) -> str:
