@@ -64,6 +64,16 @@ class Security:
 PLAIN = Security()
 
 
+def client_hello() -> bytes:
+    """The first flight of a TLS client: a real ClientHello, for cases that stall inside one."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    session = TlsSession(context, server_side=False, server_hostname="localhost")
+    session.start()
+    return session.take_output()
+
+
 def _hidden(value: Any) -> Any:
     """``value`` for a transcript: a hello's token is a secret (§17.3)."""
     if isinstance(value, dict) and value.get("type") == "hello" and "token" in value:

@@ -203,18 +203,24 @@ class AsyncioServer:
         except TlsFailure as exc:
             # Not TLS (a plaintext client), garbage, a failed handshake: one line, then closed.
             log.info("connection %d: %s; closing", peer.client, exc)
-            transport.write(tls.take_output())  # the alert
+            self._write_tls_output(peer, transport, tls)  # the alert
             del self.peers[peer.client]
             transport.close()
             self.core.connection_lost(peer.client)
             self._schedule_flush()
             return
-        if tls.pending_output:
-            transport.write(tls.take_output())
+        self._write_tls_output(peer, transport, tls)
         if plain:
             self.received(peer, plain)
         if ended and peer.outbox is not None and not peer.outbox.eof:
             self.received(peer, b"")
+
+    @staticmethod
+    def _write_tls_output(peer: _ClientProtocol, transport: asyncio.Transport, tls: TlsSession) -> None:
+        """What the TLS layer has to say (handshake, alerts), unless the write side is shut."""
+        output = tls.take_output()
+        if output and not (peer.outbox is not None and peer.outbox.shut):
+            transport.write(output)
 
     def _schedule_flush(self) -> None:
         """Flush at the end of this loop iteration, when the core has something to carry out
@@ -274,7 +280,14 @@ class AsyncioServer:
             if peer.tls is not None:
                 peer.tls.close()  # close_notify, then FIN (§17.2)
                 transport.write(peer.tls.take_output())
-            transport.write_eof()  # after what the transport holds (§9.4 step 3)
+            try:
+                transport.write_eof()  # after what the transport holds (§9.4 step 3)
+            except OSError as exc:
+                # The peer went as the half-close was made (ENOTCONN): it is lost, not a bug.
+                log.debug("connection %d: %s", client, exc)
+                del self.peers[client]
+                transport.abort()
+                self.core.connection_lost(client)
             return
         del self.peers[client]
         if disposal is Disposal.CLOSE:

@@ -91,6 +91,8 @@ class TlsSession:
             if self._incoming.eof:
                 raise TlsFailure("the connection ended during the TLS handshake") from None
             return False
+        except ssl.SSLEOFError:
+            raise TlsFailure("the connection ended during the TLS handshake") from None
         except ssl.SSLError as exc:
             raise TlsFailure(describe(exc)) from None
         self.handshaken = True

@@ -4,16 +4,14 @@
 from __future__ import annotations
 
 import dataclasses
-import ssl
 import time
 
-from impl_select.tls import TlsSession
 from protocol import Hello, Ping, Pong, Roster, Say, Welcome, Who
 from protocol.constants import AUTH_BURST, ErrorCode
 
 from ..context import Context, relayed
 from ..registry import MUST, Settings, case
-from ..wire import WirePeer
+from ..wire import WirePeer, client_hello
 
 HELLO_TIMEOUT = 1.0
 SHORT = Settings(hello_timeout=HELLO_TIMEOUT)
@@ -22,16 +20,6 @@ SHORT = Settings(hello_timeout=HELLO_TIMEOUT)
 def _plaintext(ctx: Context, label: str) -> WirePeer:
     """A peer that speaks the protocol in clear on the TLS port."""
     return ctx.peer(label, security=dataclasses.replace(ctx.security, tls=None))
-
-
-def _client_hello() -> bytes:
-    """The first flight of a TLS client: a real ClientHello."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    session = TlsSession(context, server_side=False, server_hostname="localhost")
-    session.start()
-    return session.take_output()
 
 
 def _closed_within(ctx: Context, peer: WirePeer, seconds: float, why: str) -> float:
@@ -119,7 +107,7 @@ def test_tls_hello_timeout_handshake(ctx: Context) -> None:
     since = time.monotonic()
     silent = _plaintext(ctx, "silent")
     stalled = _plaintext(ctx, "stalled")
-    stalled.send_raw(_client_hello()[:20], "the first 20 octets of a ClientHello")
+    stalled.send_raw(client_hello()[:20], "the first 20 octets of a ClientHello")
     for peer in (silent, stalled):
         peer.wait_closed(HELLO_TIMEOUT + ctx.timeout(5))
         elapsed = time.monotonic() - since
