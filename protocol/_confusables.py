@@ -27,7 +27,9 @@ _SOURCES: Final[dict[str, str]] = {
         "\u05d9\u05f3\u07f4\u07f5\u144a\u16cc\u1fbd\u1fbf\u1fef\u1ffd\u1ffe\u2018\u2019\u201b\u2032"
         "\u2035\ua78c\uff07\uff40\U00016f51\U00016f52"
     ),
-    "''": ("\u0022\u02ba\u02dd\u02ee\u02f6\u05f2\u05f4\u1cd3\u201c\u201d\u201f\u2033\u2036\u3003\uff02"),
+    "''": (
+        "\u0022\u02ba\u02dd\u02ee\u02f6\u05f2\u05f4\u1cd3\u201c\u201d\u201f\u2033\u2036\u3003\uff02"
+    ),
     "'''": "\u2034\u2037",
     "''''": "\u2057",
     "'B": "\u0181",
@@ -208,7 +210,10 @@ _SOURCES: Final[dict[str, str]] = {
     "//": "\u2afd",
     "///": "\u2afb",
     "/\u0304": "\u29f6",
-    "2": ("\u01a7\u03e8\u14bf\ua644\ua6ef\ua75a\U0001d7d0\U0001d7da\U0001d7e4\U0001d7ee\U0001d7f8\U0001fbf2"),
+    "2": (
+        "\u01a7\u03e8\u14bf\ua644\ua6ef\ua75a\U0001d7d0\U0001d7da\U0001d7e4\U0001d7ee\U0001d7f8"
+        "\U0001fbf2"
+    ),
     "2,": "\U0001f103",
     "2.": "\u2489",
     "22\u65e5": "\u33f5",
@@ -262,7 +267,9 @@ _SOURCES: Final[dict[str, str]] = {
     "6\u65e5": "\u33e5",
     "6\u6708": "\u32c5",
     "6\u70b9": "\u335e",
-    "7": ("\U000104d2\U000118c6\U0001d212\U0001d7d5\U0001d7df\U0001d7e9\U0001d7f3\U0001d7fd\U0001fbf7"),
+    "7": (
+        "\U000104d2\U000118c6\U0001d212\U0001d7d5\U0001d7df\U0001d7e9\U0001d7f3\U0001d7fd\U0001fbf7"
+    ),
     "7,": "\U0001f108",
     "7.": "\u248e",
     "7\u65e5": "\u33e6",
@@ -1041,7 +1048,9 @@ _SOURCES: Final[dict[str, str]] = {
     "\u0304": "\u0305\u0659\u07eb\u1cd2\ua6f1",
     "\u0306": "\u030c\u036e\u0658\u065a\ua67c",
     "\u0306\u0307": "\u0310\u06e8\u0901\u0981\u0a81\u0b01\u0c00\u0c81\u0d01\U000114bf",
-    "\u0307": ("\u0358\u05b9\u05ba\u05c1\u05c2\u05c4\u06ec\u0740\u0741\u07ed\u08ea\u0902\u0a02\u0a82\u0bcd"),
+    "\u0307": (
+        "\u0358\u05b9\u05ba\u05c1\u05c2\u05c4\u06ec\u0740\u0741\u07ed\u08ea\u0902\u0a02\u0a82\u0bcd"
+    ),
     "\u0308": "\u07f3\u08eb",
     "\u0309": "\u302c",
     "\u030a": "\u0366\u05af\u0652\u06df\u0b82\u0e4d\u0ecd\u1036\u17c6\u17d3\u2dea\u309a\U00011300",
@@ -1053,7 +1062,9 @@ _SOURCES: Final[dict[str, str]] = {
     "\u0313": "\u0315\u0343\u0619\u064f\u08f3",
     "\u0314": "\u065d",
     "\u0316": "\u1ced",
-    "\u0323": ("\u05b4\u05c5\u065c\u08ed\u093c\u09bc\u0a3c\u0abc\u0b3c\u1cdd\U00010a3a\U000111ca\U000114c3"),
+    "\u0323": (
+        "\u05b4\u05c5\u065c\u08ed\u093c\u09bc\u0a3c\u0abc\u0b3c\u1cdd\U00010a3a\U000111ca\U000114c3"
+    ),
     "\u0324": "\u08ee\u1cde",
     "\u0325": "\u0f37\u302d",
     "\u0326": "\u0321\u0327\u0339",
@@ -1074,7 +1085,9 @@ _SOURCES: Final[dict[str, str]] = {
     "\u0364": "\u2df7",
     "\u0368": "\u2ded",
     "\u036f": "\u2def",
-    "\u0393": ("\u0413\u13b1\u14a5\u213e\u2c84\U00016f07\U0001d6aa\U0001d6e4\U0001d71e\U0001d758\U0001d792"),
+    "\u0393": (
+        "\u0413\u13b1\u14a5\u213e\u2c84\U00016f07\U0001d6aa\U0001d6e4\U0001d71e\U0001d758\U0001d792"
+    ),
     "\u0393'": "\u0490",
     "\u0393\u00b7": "\u14af",
     "\u0393\u0335": "\u0492",
@@ -1087,8 +1100,12 @@ _SOURCES: Final[dict[str, str]] = {
     "\u0394\u1420": "\u142c",
     "\u039e": "\U0001d6b5\U0001d6ef\U0001d729\U0001d763\U0001d79d",
     "\u03a0": "\u041f\u213f\u220f\u2ca0\ua6db\U0001d6b7\U0001d6f1\U0001d72b\U0001d765\U0001d79f",
-    "\u03a6": ("\u0424\u0553\u1240\u16f0\u2caa\U000102b3\U0001d6bd\U0001d6f7\U0001d731\U0001d76b\U0001d7a5"),
-    "\u03a8": ("\u0470\u16d8\u2cae\U000102b5\U000104d1\U0001d6bf\U0001d6f9\U0001d733\U0001d76d\U0001d7a7"),
+    "\u03a6": (
+        "\u0424\u0553\u1240\u16f0\u2caa\U000102b3\U0001d6bd\U0001d6f7\U0001d731\U0001d76b\U0001d7a5"
+    ),
+    "\u03a8": (
+        "\u0470\u16d8\u2cae\U000102b5\U000104d1\U0001d6bf\U0001d6f9\U0001d733\U0001d76d\U0001d7a7"
+    ),
     "\u03a9": "\u162f\u1635\u2126\U000102b6\U0001d6c0\U0001d6fa\U0001d734\U0001d76e\U0001d7a8",
     "\u03b6": "\U0001d6c7\U0001d701\U0001d73b\U0001d775\U0001d7af",
     "\u03bb": "\u2c96\U000104db\U0001d6cc\U0001d706\U0001d740\U0001d77a\U0001d7b4",
@@ -1200,7 +1217,9 @@ _SOURCES: Final[dict[str, str]] = {
     "\u062a\u0645\u0649": "\ufda3\ufda4",
     "\u062a\u0646": "\ufc73",
     "\u062a\u0649": "\ufc0f\ufc10\ufc74\ufc75",
-    "\u062c": ("\ufe9d\ufe9e\ufe9f\ufea0\U0001ee02\U0001ee22\U0001ee42\U0001ee62\U0001ee82\U0001eea2"),
+    "\u062c": (
+        "\ufe9d\ufe9e\ufe9f\ufea0\U0001ee02\U0001ee22\U0001ee42\U0001ee62\U0001ee82\U0001eea2"
+    ),
     "\u062c\u062d": "\ufc15\ufca7",
     "\u062c\u062d\u0649": "\ufda6\ufdbe",
     "\u062c\u0644 \u062c\u0644l\u0644o": "\ufdfb",
@@ -1208,7 +1227,9 @@ _SOURCES: Final[dict[str, str]] = {
     "\u062c\u0645\u062d": "\ufd58\ufd59",
     "\u062c\u0645\u0649": "\ufda5\ufda7",
     "\u062c\u0649": "\ufd01\ufd02\ufd1d\ufd1e",
-    "\u062d": ("\ufea1\ufea2\ufea3\ufea4\U0001ee07\U0001ee27\U0001ee47\U0001ee67\U0001ee87\U0001eea7"),
+    "\u062d": (
+        "\ufea1\ufea2\ufea3\ufea4\U0001ee07\U0001ee27\U0001ee47\U0001ee67\U0001ee87\U0001eea7"
+    ),
     "\u062d\u062c": "\ufc17\ufca9",
     "\u062d\u062c\u0649": "\ufdbf",
     "\u062d\u0645": "\ufc18\ufcaa",
@@ -1216,7 +1237,9 @@ _SOURCES: Final[dict[str, str]] = {
     "\u062d\u0649": "\ufcff\ufd00\ufd1b\ufd1c",
     "\u062d\u0654": "\u0681\u0772",
     "\u062d\u06db": "\u0685",
-    "\u062e": ("\ufea5\ufea6\ufea7\ufea8\U0001ee17\U0001ee37\U0001ee57\U0001ee77\U0001ee97\U0001eeb7"),
+    "\u062e": (
+        "\ufea5\ufea6\ufea7\ufea8\U0001ee17\U0001ee37\U0001ee57\U0001ee77\U0001ee97\U0001eeb7"
+    ),
     "\u062e\u062c": "\ufc19\ufcab",
     "\u062e\u062d": "\ufc1a",
     "\u062e\u0645": "\ufc1b\ufcac",
@@ -1240,7 +1263,9 @@ _SOURCES: Final[dict[str, str]] = {
     "\u0631\u06db": "\u0698\ufb8a\ufb8b",
     "\u0632": "\ufeaf\ufeb0\U0001ee06\U0001ee86\U0001eea6",
     "\u0632\u0302": "\u08b2",
-    "\u0633": ("\ufeb1\ufeb2\ufeb3\ufeb4\U0001ee0e\U0001ee2e\U0001ee4e\U0001ee6e\U0001ee8e\U0001eeae"),
+    "\u0633": (
+        "\ufeb1\ufeb2\ufeb3\ufeb4\U0001ee0e\U0001ee2e\U0001ee4e\U0001ee6e\U0001ee8e\U0001eeae"
+    ),
     "\u0633o": "\ufce8\ufd31",
     "\u0633\u0302": "\u077e",
     "\u0633\u062c": "\ufc1c\ufcad\ufd34",
@@ -1272,7 +1297,8 @@ _SOURCES: Final[dict[str, str]] = {
     "\u0633\u06db\u0645\u0645": "\ufd6c\ufd6d",
     "\u0633\u06db\u0649": "\ufcfd\ufcfe\ufd19\ufd1a",
     "\u0635": (
-        "\ufeb9\ufeba\ufebb\ufebc\U000102f2\U0001ee11\U0001ee31\U0001ee51\U0001ee71\U0001ee91\U0001eeb1"
+        "\ufeb9\ufeba\ufebb\ufebc\U000102f2\U0001ee11\U0001ee31\U0001ee51\U0001ee71\U0001ee91"
+        "\U0001eeb1"
     ),
     "\u0635\u0324\u0323": "\u08af",
     "\u0635\u062d": "\ufc20\ufcb1",
@@ -1287,7 +1313,9 @@ _SOURCES: Final[dict[str, str]] = {
     "\u0635\u0645\u0645": "\ufd66\ufdc5",
     "\u0635\u0649": "\ufd05\ufd06\ufd21\ufd22",
     "\u0635\u06db": "\u069e",
-    "\u0636": ("\ufebd\ufebe\ufebf\ufec0\U0001ee19\U0001ee39\U0001ee59\U0001ee79\U0001ee99\U0001eeb9"),
+    "\u0636": (
+        "\ufebd\ufebe\ufebf\ufec0\U0001ee19\U0001ee39\U0001ee59\U0001ee79\U0001ee99\U0001eeb9"
+    ),
     "\u0636\u062c": "\ufc22\ufcb4",
     "\u0636\u062d": "\ufc23\ufcb5",
     "\u0636\u062d\u0649": "\ufd6e\ufdab",
@@ -1306,7 +1334,9 @@ _SOURCES: Final[dict[str, str]] = {
     "\u0637\u06db": "\u069f",
     "\u0638": "\ufec5\ufec6\ufec7\ufec8\U0001ee1a\U0001ee7a\U0001ee9a\U0001eeba",
     "\u0638\u0645": "\ufc28\ufcb9\ufd3b",
-    "\u0639": ("\u060f\ufec9\ufeca\ufecb\ufecc\U0001ee0f\U0001ee2f\U0001ee4f\U0001ee6f\U0001ee8f\U0001eeaf"),
+    "\u0639": (
+        "\u060f\ufec9\ufeca\ufecb\ufecc\U0001ee0f\U0001ee2f\U0001ee4f\U0001ee6f\U0001ee8f\U0001eeaf"
+    ),
     "\u0639\u062c": "\ufc29\ufcba",
     "\u0639\u062c\u0645": "\ufd75\ufdc4",
     "\u0639\u0644\u0649o": "\ufdf7",
@@ -1314,7 +1344,9 @@ _SOURCES: Final[dict[str, str]] = {
     "\u0639\u0645\u0645": "\ufd76\ufd77",
     "\u0639\u0645\u0649": "\ufd78\ufdb6",
     "\u0639\u0649": "\ufcf7\ufcf8\ufd13\ufd14",
-    "\u063a": ("\ufecd\ufece\ufecf\ufed0\U0001ee1b\U0001ee3b\U0001ee5b\U0001ee7b\U0001ee9b\U0001eebb"),
+    "\u063a": (
+        "\ufecd\ufece\ufecf\ufed0\U0001ee1b\U0001ee3b\U0001ee5b\U0001ee7b\U0001ee9b\U0001eebb"
+    ),
     "\u063a\u062c": "\ufc2b\ufcbc",
     "\u063a\u0645": "\ufc2c\ufcbd",
     "\u063a\u0645\u0645": "\ufd79",
@@ -1328,7 +1360,9 @@ _SOURCES: Final[dict[str, str]] = {
     "\u0641\u0645": "\ufc30\ufcc1",
     "\u0641\u0645\u0649": "\ufdc1",
     "\u0641\u0649": "\ufc31\ufc32\ufc7c\ufc7d",
-    "\u0642": ("\ufed5\ufed6\ufed7\ufed8\U0001ee12\U0001ee32\U0001ee52\U0001ee72\U0001ee92\U0001eeb2"),
+    "\u0642": (
+        "\ufed5\ufed6\ufed7\ufed8\U0001ee12\U0001ee32\U0001ee52\U0001ee72\U0001ee92\U0001eeb2"
+    ),
     "\u0642\u062d": "\ufc33\ufcc2",
     "\u0642\u0644\u0649": "\ufdf1",
     "\u0642\u0645": "\ufc34\ufcc3",
@@ -1336,7 +1370,9 @@ _SOURCES: Final[dict[str, str]] = {
     "\u0642\u0645\u0645": "\ufd7f",
     "\u0642\u0645\u0649": "\ufdb2",
     "\u0642\u0649": "\ufc35\ufc36\ufc7e\ufc7f",
-    "\u0643": ("\u06a9\u06aa\ufb8e\ufb8f\ufb90\ufb91\ufed9\ufeda\ufedb\ufedc\U0001ee0a\U0001ee2a\U0001ee6a"),
+    "\u0643": (
+        "\u06a9\u06aa\ufb8e\ufb8f\ufb90\ufb91\ufed9\ufeda\ufedb\ufedc\U0001ee0a\U0001ee2a\U0001ee6a"
+    ),
     "\u0643l": "\ufc37\ufc80",
     "\u0643\u062c": "\ufc38\ufcc4",
     "\u0643\u062d": "\ufc39\ufcc5",
@@ -1389,7 +1425,9 @@ _SOURCES: Final[dict[str, str]] = {
     "\u0645\u0645\u0649": "\ufdb1",
     "\u0645\u0649": "\ufc49\ufc4a",
     "\u0645\u06db": "\u08a7",
-    "\u0646": ("\ufee5\ufee6\ufee7\ufee8\U0001ee0d\U0001ee2d\U0001ee4d\U0001ee6d\U0001ee8d\U0001eead"),
+    "\u0646": (
+        "\ufee5\ufee6\ufee7\ufee8\U0001ee0d\U0001ee2d\U0001ee4d\U0001ee6d\U0001ee8d\U0001eead"
+    ),
     "\u0646o": "\ufcd6\ufcef",
     "\u0646\u0306": "\u0769",
     "\u0646\u0615": "\u0768",

@@ -38,7 +38,9 @@ def test_escape_leaves_no_unprintable_code_point_of_the_whole_code_space() -> No
 
 
 def test_escape_writes_terminal_escapes_and_line_breaks_visibly() -> None:
-    assert escape(FORGED) == ("\\x1b[2J\\x1b[H2024-01-01 00:00:00 INFO protocol.server: admin joined\\r\\n")
+    assert escape(FORGED) == (
+        "\\x1b[2J\\x1b[H2024-01-01 00:00:00 INFO protocol.server: admin joined\\r\\n"
+    )
     assert escape("a\u2028b\u2029c\u0085d") == "a\\u2028b\\u2029c\\x85d"
 
 

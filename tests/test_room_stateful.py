@@ -218,6 +218,7 @@ class RoomMachine(RuleBasedStateMachine):
 
     # --- driving the core -----------------------------------------------------------------
 
+
     def send(self, conn: Conn, data: bytes, steps: list[Step], pieces: int = 1) -> None:
         """``data`` from ``conn``'s client in ``pieces`` reads; each step's effect is expected
         in the read that completes its frame."""
