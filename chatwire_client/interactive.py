@@ -20,7 +20,7 @@ from prompt_toolkit.styles import Style as PromptStyle
 
 from protocol import Codec
 
-from .link import Link
+from .link import Link, Server
 from .session import ChatSession, ExitStatus, Line, Style, visible
 
 STYLE = PromptStyle.from_dict(
@@ -50,7 +50,7 @@ async def ask_name(prompt: PromptSession[str], question: str) -> str | None:
             return name
 
 
-async def run_interactive(host: str, port: int, name: str | None, codec: Codec, timeout: float) -> ExitStatus:
+async def run_interactive(server: Server, name: str | None, codec: Codec, timeout: float) -> ExitStatus:
     """Join (asking for another name while the server refuses one), then chat until the end.
 
     Raises :class:`~chatwire_client.link.NoAnswer` if connecting or the welcome takes longer
@@ -62,8 +62,8 @@ async def run_interactive(host: str, port: int, name: str | None, codec: Codec, 
         if name is None:
             name = await ask_name(prompt, "your name: ")
         while name is not None:
-            session = ChatSession(codec, echo=True)
-            link = await Link.open(host, port, session, show, timeout)
+            session = ChatSession(codec, echo=True, token=server.token)
+            link = await Link.open(server, session, show, timeout)
             receiving = asyncio.create_task(link.run())
             try:
                 status = await _attempt(prompt, link, session, name, timeout)

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import os
 import socket
+import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from protocol.constants import CLIENT_KEEPALIVE, CLOSE_LINGER
 
@@ -25,8 +27,24 @@ def endpoint(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+@dataclass(frozen=True)
+class Server:
+    """Where the server is, and how to reach it: over TLS with ``tls`` (the certificate must
+    name ``server_name``, the host by default), presenting ``token`` in hello (spec §17)."""
+
+    host: str
+    port: int
+    tls: ssl.SSLContext | None = None
+    server_name: str | None = None
+    token: str | None = None
+
+
 class CannotConnect(Exception):
     """No TCP connection to the server could be made; the message says why."""
+
+
+class BadCertificate(CannotConnect):
+    """The server's TLS certificate could not be verified (spec §17.1); the message says why."""
 
 
 class NoAnswer(Exception):
@@ -60,15 +78,35 @@ class Link:
 
     @classmethod
     async def open(
-        cls, host: str, port: int, session: ChatSession, show: Callable[[Line], None], timeout: float
+        cls, server: Server, session: ChatSession, show: Callable[[Line], None], timeout: float
     ) -> Link:
-        """Connect to ``host:port`` within ``timeout`` seconds; raises :class:`CannotConnect`, or
-        :class:`NoAnswer` when the time runs out (a filtered port, an unreachable host)."""
+        """Connect (and with TLS, shake hands) within ``timeout`` seconds; raises
+        :class:`CannotConnect` (:class:`BadCertificate` when the server's certificate fails
+        verification), or :class:`NoAnswer` when the time runs out (a filtered port, an
+        unreachable host, a server that never finishes the handshake)."""
+        host, port = server.host, server.port
         where = endpoint(host, port)
+        tls: dict[str, object] = {}
+        if server.tls is not None:
+            tls = {
+                "ssl": server.tls,
+                "server_hostname": server.server_name or host,
+                "ssl_handshake_timeout": timeout,
+            }
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, **tls), timeout)  # type: ignore[arg-type]
         except TimeoutError:
             raise NoAnswer(f"cannot connect to {where}: no answer within {timeout:g} s") from None
+        except ssl.SSLCertVerificationError as exc:
+            raise BadCertificate(
+                f"cannot connect to {where}: the server's certificate is not trusted: {exc.verify_message}"
+                " (--tls-ca names the CA to trust, --tls-server-name the name it must hold)"
+            ) from None
+        except ssl.SSLError as exc:
+            reason = str(exc.reason or exc).lower().replace("_", " ")
+            raise CannotConnect(
+                f"cannot connect to {where}: TLS handshake failed ({reason}); does the server serve TLS?"
+            ) from None
         except OSError as exc:
             # asyncio words a refused connection "Connect call failed ('127.0.0.1', 1)"; the errno says why.
             # (getaddrinfo errors have negative numbers and their own strerror.)
@@ -140,8 +178,10 @@ class Link:
         try:
             if not self._writer.is_closing() and self._writer.can_write_eof():
                 self._writer.write_eof()
-            async with asyncio.timeout(CLOSE_LINGER):
-                await self.until(lambda: False)
+                async with asyncio.timeout(CLOSE_LINGER):
+                    await self.until(lambda: False)
+            # An asyncio TLS stream cannot half-close: closing it sends close_notify, which the
+            # server reads as the end of stream (§17.2), and it answers in kind.
         except (OSError, TimeoutError):
             pass
         finally:

@@ -20,7 +20,7 @@ from typing import TextIO
 
 from protocol import Codec
 
-from .link import Link
+from .link import Link, Server
 from .session import ChatSession, ExitStatus, Line, Style, blank
 
 # A line longer than max_frame cannot be sent, so it is dropped instead of buffered whole.
@@ -79,14 +79,14 @@ def _split_lines(fd: int, limit: int, put: Callable[[object], None]) -> None:
     put(None)
 
 
-async def run_pipe(host: str, port: int, name: str, codec: Codec, timeout: float) -> ExitStatus:
+async def run_pipe(server: Server, name: str, codec: Codec, timeout: float) -> ExitStatus:
     """Join as ``name``, say every line of stdin, wait for the barrier, leave.
 
     Raises :class:`~chatwire_client.link.NoAnswer` if the connection, the welcome or the
     barrier's pong takes longer than ``timeout`` seconds.
     """
-    session = ChatSession(codec)
-    link = await Link.open(host, port, session, _print, timeout)
+    session = ChatSession(codec, token=server.token)
+    link = await Link.open(server, session, _print, timeout)
     receiving = asyncio.create_task(link.run())
     try:
         await link.send(session.hello(name))

@@ -52,6 +52,7 @@ class ExitStatus(IntEnum):
     SERVER_SHUTDOWN = 4  #: the server announced its shutdown
     PROTOCOL_ERROR = 5  #: the server sent a fatal error, or broke the protocol
     TIMED_OUT = 6  #: the server did not answer in time (connect, welcome, the final pong)
+    BAD_CERTIFICATE = 7  #: --tls: the server's certificate could not be verified
 
 
 class Style(Enum):
@@ -136,9 +137,16 @@ class ChatSession:
     """
 
     def __init__(
-        self, codec: Codec, *, echo: bool = False, clock: Callable[[], float] = time.monotonic
+        self,
+        codec: Codec,
+        *,
+        echo: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        token: str | None = None,
     ) -> None:
+        """``token`` is presented in every hello (a server with access control, §17.3)."""
         self.connection = Connection(Role.CLIENT, codec=codec)
+        self._token = token
         self.echo = echo
         self.clock = clock
         self.status: ExitStatus | None = None
@@ -174,7 +182,7 @@ class ChatSession:
     def hello(self, name: str) -> bytes:
         """Ask to join as ``name``; wait for :attr:`joined` or :attr:`refusal` before anything else."""
         self.refusal = None
-        return self.connection.send(Hello(name))
+        return self.connection.send(Hello(name, self._token))
 
     def command(self, text: str) -> Step:
         """Interpret one line typed by the user."""

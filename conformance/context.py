@@ -7,11 +7,11 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from protocol import Codec, Joined, Left, Relayed, get_codec
+from protocol import Codec, Hello, Joined, Left, Relayed, get_codec
 
 from .registry import Case, Settings
 from .serverproc import ServerProcess
-from .wire import Received, Transcript, WirePeer
+from .wire import PLAIN, Received, Security, Transcript, WirePeer
 
 _names = itertools.count(1)
 
@@ -37,6 +37,7 @@ class Context:
         timeout_scale: float,
         transcript: Transcript,
         template: str | None = None,
+        security: Security = PLAIN,
     ) -> None:
         self.case = case
         self.address = address
@@ -52,6 +53,8 @@ class Context:
         self.peers: list[WirePeer] = []
         self.spawned: list[ServerProcess] = []
         self._max_frame: int | None = None
+        #: TLS and the token every peer uses (§16.1 rule 5).
+        self.security = security
 
     # --- time --------------------------------------------------------------------------
 
@@ -66,9 +69,16 @@ class Context:
         return f"{base[:24]}{next(_names)}"
 
     def peer(
-        self, label: str = "peer", *, rcvbuf: int | None = None, address: tuple[str, int] | None = None
+        self,
+        label: str = "peer",
+        *,
+        rcvbuf: int | None = None,
+        address: tuple[str, int] | None = None,
+        security: Security | None = None,
+        source: str | None = None,
     ) -> WirePeer:
-        """A new connection (not joined)."""
+        """A new connection (not joined), over TLS and with the run's token unless ``security``
+        says otherwise."""
         peer = WirePeer(
             address or self.address,
             codec=get_codec(self.codec_name),
@@ -76,9 +86,15 @@ class Context:
             transcript=self.transcript,
             timeout=self.timeout(),
             rcvbuf=rcvbuf,
+            security=self.security if security is None else security,
+            source=source,
         )
         self.peers.append(peer)
         return peer
+
+    def hello(self, name: str) -> Hello:
+        """A hello of ``name`` with the run's token, for cases that encode it themselves."""
+        return Hello(name, self.security.token)
 
     def member(self, label: str, name: str | None = None, *, rcvbuf: int | None = None) -> WirePeer:
         """A new connection that has joined (under a unique name unless ``name`` is given)."""

@@ -32,7 +32,7 @@ from protocol.messages import from_wire
 
 from .plugin import RunOptions
 from .serverproc import BUNDLED, ServerProcess
-from .wire import Transcript, WirePeer
+from .wire import PLAIN, Security, Transcript, WirePeer
 
 Session = dict[str, list[Any]]
 
@@ -62,8 +62,11 @@ def normalise(value: Any) -> Any:
 
 
 class _Script:
-    def __init__(self, address: tuple[str, int], codec: str, timeout: float) -> None:
+    def __init__(
+        self, address: tuple[str, int], codec: str, timeout: float, security: Security = PLAIN
+    ) -> None:
         self.address = address
+        self.security = security
         self.codec = codec
         self.timeout = timeout
         self.transcript = Transcript()
@@ -76,6 +79,7 @@ class _Script:
             label=label,
             transcript=self.transcript,
             timeout=self.timeout,
+            security=self.security,
         )
         self.peers[label] = peer
         return peer
@@ -144,9 +148,12 @@ class _Script:
         return session
 
 
-def run_session(address: tuple[str, int], codec: str = "msgpack", timeout: float = 5.0) -> Session:
-    """Play the script against the server at ``address``; return each client's decoded messages."""
-    script = _Script(address, codec, timeout)
+def run_session(
+    address: tuple[str, int], codec: str = "msgpack", timeout: float = 5.0, security: Security = PLAIN
+) -> Session:
+    """Play the script against the server at ``address`` (over TLS and with a token as ``security``
+    says); return each client's decoded messages."""
+    script = _Script(address, codec, timeout, security)
     try:
         return script.run()
     finally:
@@ -173,11 +180,11 @@ def session_of(options: RunOptions) -> Session:
     """Run the script against the server ``options`` describes (started fresh when it has a template)."""
     timeout = 5.0 * options.timeout_scale
     if options.target is not None:
-        return run_session(options.target, options.codec, timeout)
+        return run_session(options.target, options.codec, timeout, options.security)
     assert options.template is not None
     args = ["--codec", options.codec] if options.config_flags and "{codec}" not in options.template else []
     with ServerProcess(options.template, host=options.host, extra_args=args, codec=options.codec) as server:
-        return run_session(server.address, options.codec, timeout)
+        return run_session(server.address, options.codec, timeout, options.security)
 
 
 def differential_main(runs: Sequence[RunOptions], out: TextIO) -> bool:

@@ -22,7 +22,7 @@ from protocol import Left, Roster, Who, get_codec
 from .context import Context
 from .registry import CASE_ATTRIBUTE, REGISTRY, Case, Level, Settings
 from .serverproc import ServerFailed, ServerProcess
-from .wire import Transcript, WirePeer
+from .wire import PLAIN, Security, Transcript, WirePeer
 
 CONTEXT = pytest.StashKey[Context]()
 #: Progress marks, one per case, and the legend the runner prints before them.
@@ -53,6 +53,8 @@ class RunOptions:
     out: TextIO = field(default_factory=lambda: sys.stdout)
     #: When set, every case is skipped with this reason (a codec the server does not offer).
     skip_all: str = ""
+    #: TLS and the token every connection uses (§16.1 rule 5).
+    security: Security = PLAIN
 
     @property
     def label(self) -> str:
@@ -119,9 +121,26 @@ class ServerPool:
         self.dirty.clear()
 
 
+#: Why a case that needs a feature of §17 does not apply, by what it needs.
+_NOT_TOLD = {
+    "tls": "not applicable: the run was not told that the server serves TLS (--tls, §17.1)",
+    "auth": "not applicable: the run was not given a token the server admits (--auth-token, §17.3)",
+    "reserved": "not applicable: the run was not given a name the server reserves (--auth-reserved, §17.3)",
+}
+
+
 def _skip_reason(case: Case, options: RunOptions) -> str | None:
     if options.skip_all:
         return options.skip_all
+    security = options.security
+    offered = {
+        "tls": security.tls is not None,
+        "auth": security.token is not None,
+        "reserved": security.reserved_name is not None,
+    }
+    for need in case.needs:
+        if not offered[need]:
+            return _NOT_TOLD[need]
     if options.codec not in case.codecs:
         return f"applies to the {' and '.join(case.codecs)} codec only"
     if options.target is not None:
@@ -210,6 +229,7 @@ class ConformancePlugin:
             template=options.template,
             timeout_scale=options.timeout_scale,
             transcript=transcript,
+            security=options.security,
         )
         request.node.stash[CONTEXT] = context
         try:
@@ -236,6 +256,7 @@ class ConformancePlugin:
                     label="room-check",
                     transcript=Transcript(embed=False),
                     timeout=5.0 * options.timeout_scale,
+                    security=options.security,
                 ) as probe:
                     name = probe.join(f"room-check{id(self) % 10000}-{len(self.results)}").name
                     probe.send(Who())
@@ -290,7 +311,11 @@ class ConformancePlugin:
     def _janitor(self, context: Context) -> bool:
         try:
             with WirePeer(
-                context.address, codec=context.codec, label="janitor", transcript=Transcript(embed=False)
+                context.address,
+                codec=context.codec,
+                label="janitor",
+                transcript=Transcript(embed=False),
+                security=context.security,
             ) as janitor:
                 name = janitor.join(context.name("janitor")).name
                 janitor.send(Who())

@@ -85,6 +85,8 @@ class Case:
     ``codecs``: the codecs the case applies to (skipped for the others).
     ``stops_server``: the case ends the server process itself, so its exit is no failure.
     ``spawns``: the case starts the servers it needs itself (``ctx.spawn``); implies ``process``.
+    ``needs``: what the run must have been told the server offers (§16.1 rule 5): ``"tls"``,
+    ``"auth"`` (a token), ``"reserved"`` (a reserved name); not applicable otherwise.
     """
 
     id: str
@@ -98,6 +100,7 @@ class Case:
     codecs: tuple[str, ...] = ("msgpack", "pickle")
     stops_server: bool = False
     spawns: bool = False
+    needs: tuple[str, ...] = ()
     module: str = ""
     function: str = ""
 
@@ -132,6 +135,7 @@ def case(
     codecs: tuple[str, ...] = ("msgpack", "pickle"),
     stops_server: bool = False,
     spawns: bool = False,
+    needs: tuple[str, ...] = (),
 ) -> Callable[[F], F]:
     """Declare a conformance case (see the module docstring)."""
     if not _ID.match(case_id):
@@ -153,6 +157,7 @@ def case(
             codecs=codecs,
             stops_server=stops_server,
             spawns=spawns,
+            needs=needs,
             module=function.__module__,
             function=function.__name__,
         )

@@ -21,6 +21,7 @@ from typing import TextIO
 
 import pytest
 
+from impl_select.tls import TlsFailure, client_context
 from protocol.constants import REQUIRED_CODECS, CodecName
 from protocol.options import number_within, port_number
 
@@ -40,6 +41,7 @@ from .report import (
     write_junit,
 )
 from .serverproc import BUNDLED, ServerFailed, ServerProcess, stop_all
+from .wire import PLAIN, Security
 
 #: ``--timeout-scale`` beyond this would turn a failing case into an hour-long wait.
 MAX_TIMEOUT_SCALE = 100.0
@@ -143,6 +145,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="JSON",
         help="add the runs of an earlier --json file to the matrix (repeatable)",
+    )
+    secure = parser.add_argument_group(
+        "TLS and access control of the server under test (spec §16.1 rule 5, §17)"
+    )
+    secure.add_argument("--tls", action="store_true", help="connect over TLS; the TLS-* cases run too")
+    secure.add_argument(
+        "--tls-ca",
+        type=Path,
+        metavar="FILE",
+        help="CA file to verify the server with (default: the system's)",
+    )
+    secure.add_argument(
+        "--tls-insecure",
+        action="store_true",
+        help="do not verify the server's certificate (a self-signed one); never for a real deployment",
+    )
+    secure.add_argument(
+        "--tls-server-name", metavar="NAME", help="the name the certificate must hold (default: the host)"
+    )
+    secure.add_argument(
+        "--auth-token",
+        metavar="TOKEN",
+        help="a token the server admits: every hello presents it; the AUTH-* cases run too",
+    )
+    secure.add_argument(
+        "--auth-reserved",
+        metavar="NAME",
+        help="a name the server reserves to a token other than --auth-token (AUTH-RESERVED-NAME)",
     )
     parser.add_argument(
         "--differential",
@@ -278,7 +308,15 @@ def _preflight(options: RunOptions) -> str:
     return f"the server did not start: {problem}"
 
 
-def _runs(args: argparse.Namespace, out: TextIO) -> list[RunOptions]:
+def _security(args: argparse.Namespace) -> Security:
+    """The run's TLS context and token; raises :class:`TlsFailure` for an unusable CA file."""
+    context = client_context(args.tls_ca, verify=not args.tls_insecure) if args.tls else None
+    return Security(
+        tls=context, server_name=args.tls_server_name, token=args.auth_token, reserved_name=args.auth_reserved
+    )
+
+
+def _runs(args: argparse.Namespace, out: TextIO, security: Security = PLAIN) -> list[RunOptions]:
     common = {
         "timeout_scale": args.timeout_scale,
         "host": args.host,
@@ -287,6 +325,7 @@ def _runs(args: argparse.Namespace, out: TextIO) -> list[RunOptions]:
         "verbose": args.verbose,
         "strict": args.strict,
         "out": out,
+        "security": security,
     }
     chosen = CODECS if args.codec == "all" else (args.codec,) if args.codec else None
     if args.target:
@@ -329,12 +368,21 @@ def list_cases(out: TextIO) -> None:
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.list:
         list_cases(out)
         return 0
+    if not args.tls and (args.tls_ca or args.tls_insecure or args.tls_server_name):
+        parser.error("--tls-ca, --tls-insecure and --tls-server-name go with --tls")
+    if args.auth_reserved is not None and args.auth_token is None:
+        parser.error("--auth-reserved goes with --auth-token")
+    try:
+        security = _security(args)
+    except TlsFailure as exc:
+        parser.error(str(exc))
     _raise_fd_limit()
-    runs = _runs(args, out)
+    runs = _runs(args, out, security)
     if not args.verbose:
         out.write(f"{PROGRESS_LEGEND}\n")
     results: list[RunResult] = []

@@ -13,16 +13,19 @@ longer than the ``max_frame`` the server advertised (§3.2). A breach raises
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import pickle
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from impl_select.tls import TlsFailure, TlsSession
 from protocol import (
     SERVER_MESSAGES,
     Codec,
@@ -44,6 +47,39 @@ DEFAULT_TIMEOUT = 5.0
 #: Linux's TCP_CLOSE, the first octet of ``struct tcp_info``: the connection is over.
 _TCP_CLOSE = 7
 _tokens = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Security:
+    """How the run reaches the server (§16.1 rule 5): over TLS with this context (and server
+    name), and presenting this token in every hello."""
+
+    tls: ssl.SSLContext | None = None
+    server_name: str | None = None
+    token: str | None = None
+    #: A name the server reserves to a token other than ``token`` (AUTH-RESERVED-NAME).
+    reserved_name: str | None = None
+
+
+PLAIN = Security()
+
+
+def client_hello() -> bytes:
+    """The first flight of a TLS client: a real ClientHello, for cases that stall inside one."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    session = TlsSession(context, server_side=False, server_hostname="localhost")
+    session.start()
+    return session.take_output()
+
+
+def _hidden(value: Any) -> Any:
+    """``value`` for a transcript: a hello's token is a secret (§17.3)."""
+    if isinstance(value, dict) and value.get("type") == "hello" and "token" in value:
+        return {**value, "token": "<token>"}
+    return value
+
 
 #: What a received item is: a typed message, or the decoded value when it is not a valid server message.
 Received = Message | dict[str, Any] | Any
@@ -146,12 +182,18 @@ class WirePeer:
         timeout: float = DEFAULT_TIMEOUT,
         max_frame: int = MAX_WIRE_LENGTH,
         rcvbuf: int | None = None,
+        security: Security = PLAIN,
+        source: str | None = None,
     ) -> None:
         self.codec: Codec = codec if codec is not None else MsgpackCodec()
         self.label = label
         self.transcript = transcript if transcript is not None else Transcript()
         self.timeout = timeout
-        self.sock = self._connect(address, rcvbuf)
+        self.security = security
+        self.tls: TlsSession | None = None
+        self.sock = self._connect(address, rcvbuf, source)
+        if security.tls is not None:
+            self._handshake(security.tls, security.server_name or address[0])
         self._decoder = FrameDecoder(max_frame)
         #: Received messages not yet taken by :meth:`expect`, in arrival order.
         self.inbox: list[Received] = []
@@ -166,11 +208,13 @@ class WirePeer:
         #: How the server ended the stream: "FIN" or "RST" (both count as closed).
         self.closed_by = ""
 
-    def _connect(self, address: tuple[str, int], rcvbuf: int | None) -> socket.socket:
+    def _connect(self, address: tuple[str, int], rcvbuf: int | None, source: str | None) -> socket.socket:
         host, port = address
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
+            if source is not None:
+                sock.bind((source, 0))  # another source address (127.0.0.2 is loopback too)
             if rcvbuf is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             sock.settimeout(self.timeout)
@@ -184,12 +228,40 @@ class WirePeer:
         )
         return sock
 
+    def _handshake(self, context: ssl.SSLContext, server_name: str) -> None:
+        """The TLS handshake, bounded by the peer's timeout; fails the case if it fails."""
+        tls = self.tls = TlsSession(context, server_side=False, server_hostname=server_name)
+        deadline = time.monotonic() + self.timeout
+        try:
+            tls.start()
+            while not tls.handshaken:
+                self.sock.sendall(tls.take_output())
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                self.sock.settimeout(remaining)
+                tls.receive(self.sock.recv(1 << 16))
+            self.sock.sendall(tls.take_output())
+        except TlsFailure as exc:
+            self.sock.close()
+            raise AssertionError(f"{self.label}: TLS handshake with the server failed: {exc}") from None
+        except TimeoutError:
+            self.sock.close()
+            raise WireTimeout(f"{self.label}: no TLS handshake within {self.timeout:.1f} s") from None
+        except OSError as exc:
+            self.sock.close()
+            raise PeerClosed(f"{self.label}: the server ended the TLS handshake: {exc}") from None
+        self.transcript.note(f"{self.label}: TLS handshake done")
+
     # --- sending ---------------------------------------------------------------------
 
     def send_raw(self, data: bytes, note: str = "", *, tolerate_close: bool = False) -> bool:
         """Send ``data``; returns False if the server had already closed (only with ``tolerate_close``)."""
         self.transcript.add(self.label, WireRecord(time.monotonic(), "send", data, note))
         self.sock.settimeout(self.timeout)
+        if self.tls is not None:
+            self.tls.encrypt([data])
+            data = self.tls.take_output()
         try:
             self.sock.sendall(data)
         except TimeoutError:
@@ -217,12 +289,16 @@ class WirePeer:
         return encode_frame(codec.encode(value))
 
     def frame(self, value: Any) -> bytes:
-        """One frame carrying ``value`` in this peer's codec."""
+        """One frame carrying ``value`` in this peer's codec; a hello map without a token
+        gets the run's token, if it has one (§16.1 rule 5)."""
+        token = self.security.token
+        if token is not None and isinstance(value, dict) and value.get("type") == "hello":
+            value = {**value, "token": token} if "token" not in value else value
         return self.frame_of(self.codec, value)
 
     def send_value(self, value: Any) -> None:
         """Encode any value (valid message or not) and send it framed."""
-        self.send_raw(self.frame(value), _shorten(repr(value), 300))
+        self.send_raw(self.frame(value), _shorten(repr(_hidden(value)), 300))
 
     def send(self, message: Message) -> None:
         self.send_value(message.to_wire())
@@ -231,7 +307,8 @@ class WirePeer:
         """Send several frames in one write, as a client that coalesces would."""
         values = list(values)
         data = b"".join(self.frame(value) for value in values)
-        self.send_raw(data, f"{len(values)} frames in one write: {_shorten(repr(values), 300)}")
+        shown = [_hidden(value) for value in values]
+        self.send_raw(data, f"{len(values)} frames in one write: {_shorten(repr(shown), 300)}")
 
     # --- receiving -------------------------------------------------------------------
 
@@ -256,6 +333,11 @@ class WirePeer:
         except (ConnectionResetError, BrokenPipeError):
             data, closed_by = b"", "RST"
         now = time.monotonic()
+        if self.tls is not None:
+            plain = self._decrypt(data)
+            if plain is None:
+                return True  # TLS records without application data yet
+            data = plain
         if not data:
             self.closed = True
             self.closed_by = closed_by
@@ -270,6 +352,26 @@ class WirePeer:
         finally:
             self.transcript.add(self.label, WireRecord(now, "recv", data, "; ".join(notes)))
         return True
+
+    def _decrypt(self, data: bytes) -> bytes | None:
+        """Ciphertext to plaintext: ``b""`` at the end of the stream (close_notify or EOF),
+        ``None`` when the records held no application data."""
+        assert self.tls is not None
+        try:
+            plain, ended = self.tls.receive(data)
+        except TlsFailure as exc:
+            raise ServerViolation(
+                f"{self.label}: the server's TLS failed: {exc}{self.transcript.attach()}"
+            ) from None
+        pending = self.tls.take_output()
+        if pending:
+            with contextlib.suppress(OSError):
+                self.sock.sendall(pending)
+        if plain:
+            return plain  # an end that came with it is read again with the FIN
+        if ended or not data:
+            return b""
+        return None
 
     def _take(self, payload: bytes) -> str:
         limit = self.advertised_max_frame
@@ -403,7 +505,7 @@ class WirePeer:
             return "sending after the server's FIN failed: the server reset the connection"
         self.transcript.add(self.label, WireRecord(time.monotonic(), "send", b"", "FIN (shutdown SHUT_WR)"))
         try:
-            self.sock.shutdown(socket.SHUT_WR)
+            self._shut_write()
         except OSError as exc:
             return f"half-closing after the server's FIN failed ({exc}): the server reset the connection"
         waited = timeout if timeout is not None else self.timeout
@@ -433,9 +535,17 @@ class WirePeer:
     def half_close(self) -> None:
         self.transcript.add(self.label, WireRecord(time.monotonic(), "send", b"", "FIN (shutdown SHUT_WR)"))
         try:
-            self.sock.shutdown(socket.SHUT_WR)
+            self._shut_write()
         except OSError as exc:
             self.transcript.note(f"{self.label}: half-close failed: {exc}")
+
+    def _shut_write(self) -> None:
+        """FIN; over TLS after close_notify (§17.2)."""
+        if self.tls is not None:
+            self.tls.close()
+            self.sock.settimeout(self.timeout)
+            self.sock.sendall(self.tls.take_output())
+        self.sock.shutdown(socket.SHUT_WR)
 
     def reset(self) -> None:
         """Close with RST (SO_LINGER 0), as a crashed peer would."""

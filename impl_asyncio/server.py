@@ -20,12 +20,14 @@ import contextlib
 import importlib
 import logging
 import signal
+import ssl
 from typing import cast
 
 from impl_select.listener import Listener, tune_accepted
+from impl_select.tls import TlsFailure, TlsSession, load_server_context
 from protocol.options import ServerOptions
 from protocol.server import ClientId, Disposal, Outbox, ServerCore
-from protocol.serving import announce, peer_host
+from protocol.serving import EXIT_BAD_CONFIGURATION, announce, peer_host
 
 log = logging.getLogger("impl_asyncio")
 
@@ -33,13 +35,14 @@ log = logging.getLogger("impl_asyncio")
 class _ClientProtocol(asyncio.Protocol):
     """One accepted connection; hands what it hears to the server."""
 
-    __slots__ = ("client", "outbox", "server", "transport")
+    __slots__ = ("client", "outbox", "server", "tls", "transport")
 
     def __init__(self, server: AsyncioServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.client: ClientId = 0
         self.outbox: Outbox | None = None
+        self.tls: TlsSession | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -60,12 +63,27 @@ class _ClientProtocol(asyncio.Protocol):
         self.server.drained(self)
 
 
+class _TlsClientProtocol(_ClientProtocol):
+    """A connection on a TLS port: what arrives is ciphertext for its :class:`TlsSession`
+    (a class of its own, so that the plaintext path pays nothing for TLS)."""
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        self.server.received_tls(self, data)
+
+    def eof_received(self) -> bool:
+        self.server.received_tls(self, b"")
+        return True
+
+
 class AsyncioServer:
     """Serves one room until stopped by a signal."""
 
-    def __init__(self, options: ServerOptions, core: ServerCore) -> None:
+    def __init__(self, options: ServerOptions, core: ServerCore, tls: ssl.SSLContext | None = None) -> None:
         self.options = options
         self.core = core
+        self.tls_context = tls
         self.peers: dict[ClientId, _ClientProtocol] = {}
         self._loop = asyncio.get_running_loop()
         # The one loop timer and its deadline (uvloop returns a plain Handle, without when(),
@@ -129,10 +147,10 @@ class AsyncioServer:
         in a join storm every join would then cost a separate flush to every member.
         """
         assert self._listener is not None
+        context = self.tls_context
+        protocol = _ClientProtocol if context is None else _TlsClientProtocol
         for sock, _ in self._listener.accept(self.core, self._loop.time()):
-            task = self._loop.create_task(
-                self._loop.connect_accepted_socket(lambda: _ClientProtocol(self), sock)
-            )
+            task = self._loop.create_task(self._loop.connect_accepted_socket(lambda: protocol(self), sock))
             self._accepting.add(task)
             task.add_done_callback(self._accepted)
         self._schedule_timer()  # an accept error pauses accepting until a deadline
@@ -167,6 +185,9 @@ class AsyncioServer:
         transport.set_write_buffer_limits(high=half, low=half)
         peer.client = client
         peer.outbox = outbox
+        context = self.tls_context
+        if context is not None:
+            peer.tls = TlsSession(context, server_side=True)
         self.peers[client] = peer
         self._schedule_timer()  # its hello timer
         self._schedule_flush()  # a connection made while stopping has its notice queued already
@@ -190,6 +211,36 @@ class AsyncioServer:
         self._pending_scheduled = False
         self.core.process_pending(self._loop.time())
         self._flush()
+
+    def received_tls(self, peer: _ClientProtocol, data: bytes) -> None:
+        """Ciphertext in: the plaintext to the core, the handshake's answers to the transport."""
+        tls = peer.tls
+        transport = peer.transport
+        if tls is None or transport is None or peer.client not in self.peers:
+            return
+        try:
+            plain, ended = tls.receive(data)
+        except TlsFailure as exc:
+            # Not TLS (a plaintext client), garbage, a failed handshake: one line, then closed.
+            log.info("connection %d: %s; closing", peer.client, exc)
+            self._write_tls_output(peer, transport, tls)  # the alert
+            del self.peers[peer.client]
+            transport.close()
+            self.core.connection_lost(peer.client)
+            self._schedule_flush()
+            return
+        self._write_tls_output(peer, transport, tls)
+        if plain:
+            self.received(peer, plain)
+        if ended and peer.outbox is not None and not peer.outbox.eof:
+            self.received(peer, b"")
+
+    @staticmethod
+    def _write_tls_output(peer: _ClientProtocol, transport: asyncio.Transport, tls: TlsSession) -> None:
+        """What the TLS layer has to say (handshake, alerts), unless the write side is shut."""
+        output = tls.take_output()
+        if output and not (peer.outbox is not None and peer.outbox.shut):
+            transport.write(output)
 
     def _schedule_flush(self) -> None:
         """Flush at the end of this loop iteration, when the core has something to carry out
@@ -234,6 +285,11 @@ class AsyncioServer:
             return
         transport = peer.transport
         assert transport is not None
+        if peer.tls is not None:
+            taken = peer.tls.encrypt(outbox.frames)
+            transport.write(peer.tls.take_output())
+            self.core.sent(peer.client, taken, transport.get_write_buffer_size())
+            return
         # uvloop gathers the frames into one send without joining them first.
         transport.writelines(outbox.frames)
         self.core.sent(peer.client, outbox.size, transport.get_write_buffer_size())
@@ -254,7 +310,17 @@ class AsyncioServer:
         transport = peer.transport
         assert transport is not None
         if disposal is Disposal.HALF_CLOSE:
-            transport.write_eof()  # after what the transport holds (§9.4 step 3)
+            if peer.tls is not None:
+                peer.tls.close()  # close_notify, then FIN (§17.2)
+                transport.write(peer.tls.take_output())
+            try:
+                transport.write_eof()  # after what the transport holds (§9.4 step 3)
+            except OSError as exc:
+                # The peer went as the half-close was made (ENOTCONN): it is lost, not a bug.
+                log.debug("connection %d: %s", client, exc)
+                del self.peers[client]
+                transport.abort()
+                self.core.connection_lost(client)
             return
         del self.peers[client]
         if disposal is Disposal.CLOSE:
@@ -281,17 +347,22 @@ class AsyncioServer:
         self._flush()
 
 
-async def _serve(options: ServerOptions, core: ServerCore) -> int:
-    return await AsyncioServer(options, core).serve()
+async def _serve(options: ServerOptions, core: ServerCore, tls: ssl.SSLContext | None) -> int:
+    return await AsyncioServer(options, core, tls).serve()
 
 
 def run(options: ServerOptions, core: ServerCore) -> int:
     """Serve until stopped by a signal; returns the exit status. Uses uvloop if installed."""
     try:
+        tls = load_server_context(options)
+    except TlsFailure as exc:
+        log.error("cannot serve TLS: %s", exc)
+        return EXIT_BAD_CONFIGURATION
+    try:
         # Optional (the "uvloop" extra); imported by name so that type checking needs no stubs.
         uvloop = importlib.import_module("uvloop")
     except ImportError:
-        return asyncio.run(_serve(options, core))
+        return asyncio.run(_serve(options, core, tls))
     log.info("using uvloop %s", uvloop.__version__)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_serve(options, core))
+        return runner.run(_serve(options, core, tls))

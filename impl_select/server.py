@@ -9,11 +9,13 @@ iteration, so a message fanned out to many members in one iteration costs each o
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import selectors
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -21,9 +23,10 @@ from typing import Any
 
 from protocol.options import ServerOptions
 from protocol.server import ClientId, Disposal, Outbox, ServerCore
-from protocol.serving import announce, peer_host
+from protocol.serving import EXIT_BAD_CONFIGURATION, announce, peer_host
 
 from .listener import Listener, tune_accepted
+from .tls import TlsFailure, TlsSession, load_server_context
 
 log = logging.getLogger("impl_select")
 
@@ -38,23 +41,28 @@ _WRITE = selectors.EVENT_WRITE
 
 
 class _Peer:
-    """One accepted connection: its socket, its outbox in the core, its selector registration."""
+    """One accepted connection: its socket, its outbox in the core, its selector registration,
+    and with TLS its session and the ciphertext not yet written."""
 
-    __slots__ = ("client", "events", "outbox", "sock")
+    __slots__ = ("cipher", "client", "events", "outbox", "shut_pending", "sock", "tls")
 
-    def __init__(self, sock: socket.socket, outbox: Outbox) -> None:
+    def __init__(self, sock: socket.socket, outbox: Outbox, tls: TlsSession | None = None) -> None:
         self.sock = sock
         self.outbox = outbox
         self.client = outbox.client
         self.events = 0  # as registered with the selector; 0 = not registered
+        self.tls = tls
+        self.cipher = bytearray()  # TLS records the socket has not taken yet
+        self.shut_pending = False  # HALF_CLOSE directed: FIN once the cipher is written
 
 
 class SelectServer:
     """Serves one room on one listening socket until a signal stops it."""
 
-    def __init__(self, options: ServerOptions, core: ServerCore) -> None:
+    def __init__(self, options: ServerOptions, core: ServerCore, tls: ssl.SSLContext | None = None) -> None:
         self.options = options
         self.core = core
+        self.tls_context = tls
         self.selector = selectors.DefaultSelector()
         self.listener = Listener(
             options.host,
@@ -186,7 +194,12 @@ class SelectServer:
             client = core.connect(peer_host(address), self._now)
             outbox = core.outbox(client)
             assert outbox is not None
-            peer = _Peer(sock, outbox)
+            context = self.tls_context
+            peer = _Peer(sock, outbox, None if context is None else TlsSession(context, server_side=True))
+            if peer.tls is not None:
+                # Ciphertext the socket has not taken counts against the cap, as asyncio's
+                # transport buffer does (§10).
+                outbox.refresh_held = peer.cipher.__len__
             self.peers[client] = peer
             self._set_events(peer, _READ)
 
@@ -203,7 +216,10 @@ class SelectServer:
             except OSError as exc:
                 self._lost(peer, exc)
                 return
-            self.core.receive(peer.client, data, self._now)
+            if peer.tls is not None:
+                self._receive_tls(peer, peer.tls, data)
+            else:
+                self.core.receive(peer.client, data, self._now)
             if not data:
                 self._update_events(peer)
         if mask & _WRITE:
@@ -211,7 +227,29 @@ class SelectServer:
             # meanwhile: one send per connection per iteration.
             self._writable.append(peer)
 
+    def _receive_tls(self, peer: _Peer, tls: TlsSession, data: bytes) -> None:
+        """Ciphertext in: the plaintext to the core, the handshake's answers to the socket."""
+        try:
+            plain, ended = tls.receive(data)
+        except TlsFailure as exc:
+            # Not TLS (a plaintext client), garbage, a failed handshake: one line, then closed.
+            log.info("connection %d: %s; closing", peer.client, exc)
+            with contextlib.suppress(OSError):
+                peer.sock.send(tls.take_output())  # the alert, if the socket takes it
+            self._forget(peer)
+            self.core.connection_lost(peer.client)
+            return
+        if plain:
+            self.core.receive(peer.client, plain, self._now)
+        if ended and not peer.outbox.eof:
+            self.core.receive(peer.client, b"", self._now)
+        if tls.pending_output and peer.client in self.peers:
+            self._writable.append(peer)
+
     def _write(self, peer: _Peer) -> None:
+        if peer.tls is not None:
+            self._write_tls(peer, peer.tls)
+            return
         frames = peer.outbox.frames
         if frames:
             try:
@@ -227,6 +265,30 @@ class SelectServer:
             self.core.sent(peer.client, sent)
         self._update_events(peer)
 
+    def _write_tls(self, peer: _Peer, tls: TlsSession) -> None:
+        outbox = peer.outbox
+        taken = tls.encrypt(outbox.frames) if outbox.frames else 0
+        cipher = peer.cipher
+        cipher += tls.take_output()
+        sent = 0
+        if cipher:
+            try:
+                sent = peer.sock.send(cipher)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as exc:
+                self._lost(peer, exc)
+                return
+            del cipher[:sent]
+        if taken or sent:
+            # The ciphertext still unsent is held against the caps (§10, §10.1); its draining
+            # alone can end a congestion.
+            self.core.sent(peer.client, taken, len(cipher))
+        if peer.shut_pending and not cipher and peer.client in self.peers:
+            peer.shut_pending = False
+            self._shut_write(peer)
+        self._update_events(peer)
+
     # --- closing -----------------------------------------------------------------------------
 
     def _dispose(self, disposal: Disposal, client: ClientId) -> None:
@@ -234,15 +296,24 @@ class SelectServer:
         if peer is None:
             return
         if disposal is Disposal.HALF_CLOSE:
-            try:
-                peer.sock.shutdown(socket.SHUT_WR)
-            except OSError as exc:
-                self._lost(peer, exc)
+            if peer.tls is not None:
+                # close_notify first, then FIN once the socket has taken every record (§17.2).
+                peer.tls.close()
+                peer.shut_pending = True
+                self._write_tls(peer, peer.tls)
                 return
-            self._update_events(peer)
+            self._shut_write(peer)
         else:
             # CLOSE follows the end of the peer's stream, so closing sends FIN, not RST.
             self._forget(peer)
+
+    def _shut_write(self, peer: _Peer) -> None:
+        try:
+            peer.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self._lost(peer, exc)
+            return
+        self._update_events(peer)
 
     def _lost(self, peer: _Peer, exc: OSError) -> None:
         """A socket error: the connection is gone at once, nothing is flushed."""
@@ -261,7 +332,8 @@ class SelectServer:
         outbox = peer.outbox
         if peer.client in self.peers:
             reading = _READ if outbox.reading and not outbox.eof else 0
-            self._set_events(peer, reading | (_WRITE if outbox.frames else 0))
+            writing = outbox.frames or peer.cipher
+            self._set_events(peer, reading | (_WRITE if writing else 0))
 
     def _set_events(self, peer: _Peer, events: int) -> None:
         if events == peer.events:
@@ -282,7 +354,12 @@ def _ignore_signal(signum: int, frame: FrameType | None) -> None:
 def run(options: ServerOptions, core: ServerCore) -> int:
     """Listen, serve until stopped by a signal, return the exit status."""
     try:
-        server = SelectServer(options, core)
+        tls = load_server_context(options)
+    except TlsFailure as exc:
+        log.error("cannot serve TLS: %s", exc)
+        return EXIT_BAD_CONFIGURATION
+    try:
+        server = SelectServer(options, core, tls)
     except (OSError, OverflowError) as exc:
         log.error("cannot listen on %s:%d: %s", options.host, options.port, exc)
         return 1

@@ -113,6 +113,7 @@ class ErrorCode(StrEnum):
     IDLE_TIMEOUT = "idle_timeout"
     SERVER_BUSY = "server_busy"
     INTERNAL_ERROR = "internal_error"
+    AUTH_FAILED = "auth_failed"
 
 
 #: Whether the sender of each error closes the connection after it (§9.1).
@@ -132,6 +133,7 @@ FATAL: Final[dict[ErrorCode, bool]] = {
     ErrorCode.IDLE_TIMEOUT: True,
     ErrorCode.SERVER_BUSY: True,
     ErrorCode.INTERNAL_ERROR: True,
+    ErrorCode.AUTH_FAILED: True,
 }
 
 
@@ -145,6 +147,22 @@ class LeaveReason(StrEnum):
 
 
 SHUTDOWN_REASON: Final = "server shutting down"
+
+# --- access control (§17.3, §17.4) --------------------------------------------------------------
+
+#: Failed hellos one source may make at once before it is limited (§17.4). fail2ban's default
+#: maxretry is 5.
+AUTH_BURST: Final = 5
+#: Seconds that give a limited source one more attempt: 5 per minute once the burst is spent,
+#: as fail2ban's defaults (5 failures per 10 minutes) allow, but without locking out for long.
+AUTH_REFILL_SECONDS: Final = 12.0
+#: Sources of failed attempts remembered at most; the least recently failed is forgotten first.
+#: 65,536 entries of about 200 octets: some 13 MB at worst, whatever the number of attackers.
+AUTH_MAX_SOURCES: Final = 65_536
+#: Bounds on a token's length in an auth file, in characters: 16 is a 96-bit random token in
+#: base64, 256 what NATS accepts as an auth token comfortably (its docs suggest 32+).
+AUTH_TOKEN_MIN_LENGTH: Final = 16
+AUTH_TOKEN_MAX_LENGTH: Final = 256
 
 
 # --- the reference servers' own tuning (not part of the wire protocol) -------------------------

@@ -43,6 +43,10 @@ def _is_bool(value: Any) -> bool:
     return type(value) is bool
 
 
+def _is_optional_str(value: Any) -> bool:
+    return value is None or type(value) is str
+
+
 def _is_members(value: Any) -> bool:
     return isinstance(value, tuple) and all(type(m) is Member for m in value)
 
@@ -53,6 +57,7 @@ _CHECKS: dict[Any, tuple[type | None, _Check, str]] = {
     str: (str, _is_str, "a string"),
     int: (None, _is_count, "a non-negative integer"),
     bool: (bool, _is_bool, "a boolean"),
+    str | None: (str, _is_optional_str, "a string"),
     tuple[Member, ...]: (None, _is_members, "a list of {name, host} maps"),
 }
 
@@ -64,8 +69,12 @@ class Message:
     TYPE: ClassVar[str]
     _FIELDS: ClassVar[tuple[tuple[str, type | None, _Check, str], ...]]
     _NAMES: ClassVar[tuple[str, ...]]
-    #: No field is converted from its wire form (every type but roster).
+    #: No field is converted from its wire form and none may be omitted (every type but
+    #: roster and hello).
     _PLAIN: ClassVar[bool]
+    #: Fields that may be absent on the wire (§5.1 rule 5); ``None`` in the message, and omitted
+    #: from ``to_wire`` then.
+    _OPTIONAL: ClassVar[frozenset[str]] = frozenset()
 
     def __post_init__(self) -> None:
         for name, exact, check, expected in self._FIELDS:
@@ -83,6 +92,8 @@ class Message:
         wire: dict[str, Any] = {"type": self.TYPE}
         for name in self._NAMES:
             value = getattr(self, name)
+            if value is None:
+                continue  # an optional field left out
             if type(value) is tuple:
                 value = [{"name": m.name, "host": m.host} for m in value]
             wire[name] = value
@@ -98,7 +109,8 @@ def _register(table: dict[str, type[Message]]) -> Callable[[type[Message]], type
         hints = get_type_hints(cls)
         cls._FIELDS = tuple((f.name, *_CHECKS[hints[f.name]]) for f in fields(cls))  # type: ignore[arg-type]
         cls._NAMES = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
-        cls._PLAIN = "members" not in cls._NAMES
+        cls._OPTIONAL = frozenset(f.name for f in fields(cls) if f.default is None)  # type: ignore[arg-type]
+        cls._PLAIN = "members" not in cls._NAMES and not cls._OPTIONAL
         table[cls.TYPE] = cls
         return cls
 
@@ -111,10 +123,16 @@ def _register(table: dict[str, type[Message]]) -> Callable[[type[Message]], type
 @_register(CLIENT_MESSAGES)
 @dataclass(frozen=True, slots=True)
 class Hello(Message):
-    """Join the room under ``name``."""
+    """Join the room under ``name``, presenting ``token`` to a server with access control (§17.3)."""
 
     TYPE = "hello"
     name: str
+    token: str | None = None
+
+    def __repr__(self) -> str:
+        # A token is a secret: never in a log or a transcript (§17.3).
+        token = "" if self.token is None else ", token=<hidden>"
+        return f"Hello(name={self.name!r}{token})"
 
 
 @_register(CLIENT_MESSAGES)
@@ -284,6 +302,11 @@ def from_wire(value: Any, accepted: Mapping[str, type[Message]]) -> Message:
     for name in cls._NAMES:
         if name in value:
             field_value = value[name]
+            if field_value is None and name in cls._OPTIONAL:
+                # Absent and nil differ on the wire: nil is not a string (§5.1 rule 6).
+                raise RemoteProtocolError(
+                    ErrorCode.BAD_MESSAGE, f"{cls.TYPE}.{name} must be a string, got NoneType"
+                )
             converted[name] = _wire_members(field_value) if name == "members" else field_value
     try:
         return cls(**converted)
@@ -294,5 +317,5 @@ def from_wire(value: Any, accepted: Mapping[str, type[Message]]) -> Message:
 
 
 def _lacking(cls: type[Message], value: dict[Any, Any]) -> RemoteProtocolError:
-    missing = [name for name in cls._NAMES if name not in value]
+    missing = [name for name in cls._NAMES if name not in value and name not in cls._OPTIONAL]
     return RemoteProtocolError(ErrorCode.BAD_MESSAGE, f"{cls.TYPE} lacks field(s) {missing}")

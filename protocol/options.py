@@ -7,6 +7,7 @@ import argparse
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from .codecs import Codec, get_codec
 from .constants import (
@@ -49,6 +50,13 @@ class ServerOptions:
     max_total_output: int = DEFAULT_MAX_TOTAL_OUTPUT
     max_total_input: int = DEFAULT_MAX_TOTAL_INPUT
     log_level: str = "INFO"
+    #: TLS (§17.1): the certificate chain and key in PEM, and the CA that client certificates
+    #: must chain to (client certificates are required when it is set).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    #: Access control (§17.3): the file of tokens and reserved names.
+    auth_file: Path | None = None
 
     def make_codec(self) -> Codec:
         """The server's codec: it decodes client payloads, so it counts their values (§4.2, §4.3)."""
@@ -155,7 +163,28 @@ def parse_server_options(prog: str, description: str, argv: Sequence[str] | None
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="logging level (default %(default)s)",
     )
+    tls = parser.add_argument_group("transport security and access control (spec §17)")
+    tls.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="serve TLS 1.2+ with this PEM certificate chain"
+    )
+    tls.add_argument("--tls-key", type=Path, metavar="FILE", help="the PEM private key of --tls-cert")
+    tls.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="FILE",
+        help="require client certificates signed by a CA in this PEM file (needs --tls-cert)",
+    )
+    tls.add_argument(
+        "--auth-file",
+        type=Path,
+        metavar="FILE",
+        help="require a token in every hello: one 'TOKEN' or 'NAME TOKEN' (reserves NAME) a line",
+    )
     args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        parser.error("--tls-client-ca needs --tls-cert and --tls-key")
     return ServerOptions(
         host=args.host,
         port=args.port,
@@ -165,6 +194,10 @@ def parse_server_options(prog: str, description: str, argv: Sequence[str] | None
         max_output_buffer=args.max_output_buffer,
         log_level=args.log_level,
         **{_attribute(flag): getattr(args, _attribute(flag)) for flag, _, _ in _BOUNDS},
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        auth_file=args.auth_file,
     )
 
 
@@ -189,7 +222,11 @@ def configure_logging(options: ServerOptions) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=options.log_level, handlers=[handler])
+    log = logging.getLogger("protocol.server")
     if options.codec is CodecName.PICKLE:
-        logging.getLogger("protocol.server").warning(
-            "pickle codec enabled: only serve peers you trust (spec §4.3)"
-        )
+        log.warning("pickle codec enabled: only serve peers you trust (spec §4.3)")
+        if options.tls_cert is None and options.auth_file is None:
+            log.warning(
+                "pickle codec with neither TLS nor an auth file: anyone who can reach this port can "
+                "feed the unpickler, and read and alter every message in transit (spec §14.1, §17)"
+            )

@@ -15,11 +15,13 @@ from pathlib import Path
 from . import __version__
 from .options import ServerOptions, configure_logging, parse_server_options
 from .server import ServerCore
+from .server.access import Access, AuthFileError, Tokens
 
 log = logging.getLogger("protocol.server")
 
 if sys.platform != "win32":
     import resource
+
 
 def peer_host(address: str) -> str:
     """The ``host`` the protocol reports for a peer address (§8.3).
@@ -72,7 +74,12 @@ def raise_open_file_limit() -> tuple[int, int]:
     return soft, hard
 
 
-def make_core(options: ServerOptions, implementation: str) -> ServerCore:
+#: The exit status of a server whose command line names an unusable file (a certificate, a
+#: key, an auth file), as for any other bad command line.
+EXIT_BAD_CONFIGURATION = 2
+
+
+def make_core(options: ServerOptions, implementation: str, access: Access | None = None) -> ServerCore:
     """The core a server runs, configured as ``options`` say."""
     return ServerCore(
         options.make_codec(),
@@ -87,7 +94,14 @@ def make_core(options: ServerOptions, implementation: str) -> ServerCore:
         read_budget=options.read_budget,
         max_total_output=options.max_total_output,
         max_total_input=options.max_total_input,
+        access=access,
     )
+
+
+def load_access(options: ServerOptions) -> Access | None:
+    """The access control the auth file of ``options`` sets up (§17.3), if any; raises
+    :class:`AuthFileError` with a one-line reason. (TLS is the servers' own: see impl_select.tls.)"""
+    return Access(Tokens.load(options.auth_file)) if options.auth_file is not None else None
 
 
 def serve_main(
@@ -101,6 +115,13 @@ def serve_main(
     script = Path(sys.argv[0]).name
     prog = script if script.startswith("chatwire") else f"python -m {implementation}"
     options = parse_server_options(prog, description, argv)
+    try:
+        access = load_access(options)
+    except AuthFileError as exc:
+        print(f"{prog}: error: --auth-file {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIGURATION
     configure_logging(options)
+    if access is not None:
+        log.info("access control on: every hello needs a token")
     raise_open_file_limit()
-    return run(options, make_core(options, implementation))
+    return run(options, make_core(options, implementation, access))

@@ -347,6 +347,20 @@ def running(impl: str, *args: str) -> Iterator[ServerProcess]:
     assert "Traceback" not in log, log
 
 
+def fds(server: ServerProcess) -> int:
+    """The server's open descriptors (Linux)."""
+    count = server.open_fds()
+    assert count is not None, "no /proc: descriptor checks need Linux"
+    return count
+
+
+def rss(server: ServerProcess) -> int:
+    """The server's resident memory in KiB (Linux)."""
+    kib = server.rss_kib()
+    assert kib is not None, "no /proc: memory checks need Linux"
+    return kib
+
+
 def raise_descriptor_limit(needed: int) -> None:
     """Let this process open ``needed`` sockets, or skip the test."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -22,7 +22,7 @@ import pexpect
 import pytest
 
 from chatwire_client.__main__ import EPILOG
-from chatwire_client.link import Link
+from chatwire_client.link import Link, Server
 from chatwire_client.session import ChatSession, ExitStatus, Line, Step, Style, visible
 from conformance.serverproc import BUNDLED, ServerProcess, free_port
 from conformance.wire import WirePeer
@@ -933,7 +933,7 @@ def test_the_keepalive_ping_keeps_a_quiet_member_past_the_idle_timeout(keepalive
 
     async def quiet_member(address: tuple[str, int]) -> ExitStatus | None:
         session = ChatSession(MsgpackCodec())
-        link = await Link.open(*address, session, lambda line: None, timeout=TIMEOUT)
+        link = await Link.open(Server(*address), session, lambda line: None, timeout=TIMEOUT)
         link.keepalive = keepalive
         receiving = asyncio.create_task(link.run())
         await link.send(session.hello("quiet"))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tlscerts import make_certs
 
 from conformance import cases, mutants
 from conformance.cases.test_names import WHITESPACE
@@ -186,7 +187,46 @@ def test_bundled_server_passes_the_whole_suite(tmp_path: Path, implementation: s
     assert not result.failed, failures(result)
     assert result.summary()["pass"] >= 90, result.summary()
     skipped = {c["id"]: c["message"] for c in result.cases if c["outcome"] == "skip"}
+    assert all(
+        "pickle codec only" in reason or "IPv6" in reason or reason.startswith("not applicable")
+        for reason in skipped.values()
+    ), skipped
+    security = {case_id for case_id in outcomes(result) if case_id.startswith(("TLS-", "AUTH-"))}
+    assert security and security <= set(skipped), "TLS and AUTH cases are not applicable without the options"
+
+
+SECURE_TOKEN = "suite-token-0123456789abcdef"
+
+
+@pytest.mark.parametrize("implementation", sorted(BUNDLED))
+def test_bundled_server_passes_the_whole_suite_over_tls_with_a_token(
+    tmp_path: Path, implementation: str
+) -> None:
+    certs = make_certs(tmp_path)
+    auth = tmp_path / "auth"
+    auth.write_text(f"{SECURE_TOKEN}\nowner owner-token-0123456789abc\n", encoding="utf-8")
+    flags = f"--tls-cert {certs.server_cert} --tls-key {certs.server_key} --auth-file {auth}"
+    template = f"{BUNDLED[implementation]} {flags}"
+    secure = ["--tls", "--tls-ca", str(certs.ca), "--auth-token", SECURE_TOKEN, "--auth-reserved", "owner"]
+    result = run_server(tmp_path, template, implementation, "msgpack", *secure)
+    assert not result.failed, failures(result)
+    assert result.summary()["pass"] >= 120, result.summary()
+    by_id = outcomes(result)
+    security = [case_id for case_id in by_id if case_id.startswith(("TLS-", "AUTH-"))]
+    assert len(security) >= 10 and all(by_id[c]["outcome"] == "pass" for c in security), security
+    skipped = {c["id"]: c["message"] for c in result.cases if c["outcome"] == "skip"}
     assert all("pickle codec only" in reason or "IPv6" in reason for reason in skipped.values()), skipped
+
+
+def test_the_runners_tls_options_go_together(tmp_path: Path) -> None:
+    for args in (
+        ["--tls-ca", str(tmp_path / "ca.pem")],
+        ["--auth-reserved", "owner"],
+        ["--tls", "--tls-ca", "/nonexistent"],
+    ):
+        code, output, _ = run_conformance(tmp_path, "--server-cmd", "true {port}", *args)
+        assert code == 2, output
+        assert "Traceback" not in output, output
 
 
 PICKLE_SELECTION = ("PICKLE-*", "CODEC-*", "NAME-SURROGATE", "MSG-*", "VEC-*", "GARBAGE-*")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from crowd import Crowd, Peer, at_most_every, raise_descriptor_limit, running, say_text, settle
+from crowd import Crowd, Peer, at_most_every, fds, raise_descriptor_limit, rss, running, say_text, settle
 
 from conformance.serverproc import BUNDLED, ServerProcess
 from conformance.wire import WirePeer
@@ -58,18 +58,6 @@ LOCALHOST = "127.0.0.1"
 def impl(request: pytest.FixtureRequest) -> str:
     name: str = request.param
     return name
-
-
-def fds(server: ServerProcess) -> int:
-    count = server.open_fds()
-    assert count is not None, "no /proc: descriptor checks need Linux"
-    return count
-
-
-def rss(server: ServerProcess) -> int:
-    kib = server.rss_kib()
-    assert kib is not None, "no /proc: memory checks need Linux"
-    return kib
 
 
 def members(crowd: Crowd, prefix: str, count: int) -> list[Peer]:

@@ -213,6 +213,8 @@ C2S: list[tuple[str, dict[str, Any]]] = [
     ("hello-astral-name", {"type": "hello", "name": "\U00020b9fbob"}),
     ("hello-combining-mark-name", {"type": "hello", "name": "Zoe\u0308"}),
     ("hello-cjk-name", {"type": "hello", "name": "\u674e\u5c0f\u9f8d"}),
+    # The optional token of a server with access control (§5.3.1, §17.3).
+    ("hello-token", {"type": "hello", "name": "carol", "token": "s3cret-t0ken-for-carol"}),
     ("say", {"type": "say", "text": "hello, world"}),
     ("say-empty-text", {"type": "say", "text": ""}),
     (
@@ -719,6 +721,20 @@ SEMANTIC: list[tuple[str, ErrorCode, str, Any, str]] = [
         "hello.name is an integer.",
     ),
     ("await_hello", BAD_MESSAGE, "hello-nil-name", {"type": "hello", "name": None}, "hello.name is nil."),
+    (
+        "await_hello",
+        BAD_MESSAGE,
+        "hello-nil-token",
+        {"type": "hello", "name": "alice", "token": None},
+        "hello.token is nil: an optional field, when present, has its type (§5.1 rule 5).",
+    ),
+    (
+        "await_hello",
+        BAD_MESSAGE,
+        "hello-int-token",
+        {"type": "hello", "name": "alice", "token": 1234},
+        "hello.token is an integer.",
+    ),
     (
         "await_hello",
         BAD_MESSAGE,

@@ -59,7 +59,7 @@ def test_frame_len_max(ctx: Context) -> None:
     limit = ctx.max_frame
     peer = ctx.peer("big")
     name = ctx.name("big")
-    peer.send_value(_padded(ctx, {"type": "hello", "name": name}, limit))
+    peer.send_value(_padded(ctx, ctx.hello(name).to_wire(), limit))
     welcome = peer.expect(lambda m: isinstance(m, Welcome), timeout=ctx.timeout(10), what="welcome")
     assert welcome.name == name
     peer.send_value(_padded(ctx, {"type": "say", "text": "padded"}, limit))
@@ -156,7 +156,7 @@ def test_frame_split_every_offset(ctx: Context) -> None:
     observer = ctx.member("observer")
     codec = ctx.codec
     name = ctx.name("split")
-    hello = WirePeer.frame_of(codec, Hello(name).to_wire())
+    hello = WirePeer.frame_of(codec, ctx.hello(name).to_wire())
     # A new connection per offset inside hello: a connection joins once.
     for offset in range(1, len(hello) + 1):
         peer = ctx.peer(f"split@{offset}")
@@ -186,7 +186,8 @@ def test_frame_byte_by_byte(ctx: Context) -> None:
     name = ctx.name("bytewise")
     peer = ctx.peer("bytewise")
     data = b"".join(
-        WirePeer.frame_of(ctx.codec, m.to_wire()) for m in (Hello(name), Say("one at a time"), Ping("bytes"))
+        WirePeer.frame_of(ctx.codec, m.to_wire())
+        for m in (ctx.hello(name), Say("one at a time"), Ping("bytes"))
     )
     seen = []
     for index in range(len(data)):

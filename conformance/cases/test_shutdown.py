@@ -108,6 +108,7 @@ def test_shutdown_restart_same_port(ctx: Context) -> None:
         label="after-restart",
         transcript=ctx.transcript,
         timeout=ctx.timeout(),
+        security=ctx.security,
     )
     ctx.peers.append(peer)
     welcome = peer.join(ctx.name("again"))

@@ -79,6 +79,7 @@ from ..constants import (
     SHUTDOWN_FLUSH_TIMEOUT,
     ErrorCode,
 )
+from .access import Access
 from .room import Room
 from .rules import Action, ClientId, Close, Relay, Send, ServerRules, Stop
 from .timers import Deadlines
@@ -172,8 +173,9 @@ class ServerCore:
         read_budget: int = DEFAULT_READ_BUDGET,
         max_total_output: int = DEFAULT_MAX_TOTAL_OUTPUT,
         max_total_input: int = DEFAULT_MAX_TOTAL_INPUT,
+        access: Access | None = None,
     ) -> None:
-        self.rules = ServerRules(codec, server_name=server_name, max_frame=max_frame)
+        self.rules = ServerRules(codec, server_name=server_name, max_frame=max_frame, access=access)
         self.max_output_buffer = max_output_buffer
         self.output_soft_limit = output_soft_limit
         self.read_budget = read_budget
@@ -355,7 +357,7 @@ class ServerCore:
                 self._forget(outbox, Disposal.CLOSE)
             return
         rules = self.rules
-        actions = rules.receive(client, data, self.read_budget, self._holding)
+        actions = rules.receive(client, data, now, self.read_budget, self._holding)
         stop, spent = rules.stop, rules.spent
         self._carry_out(actions)
         if client in self._hello and rules.joined(client):
@@ -371,7 +373,7 @@ class ServerCore:
             outbox = self._outboxes.get(client)
             if outbox is None or client not in self._pending:
                 continue
-            actions = rules.resume(client, self.read_budget, self._holding)
+            actions = rules.resume(client, now, self.read_budget, self._holding)
             stop, spent = rules.stop, rules.spent
             self._carry_out(actions)
             self._after_input(outbox, stop, spent, now)

@@ -31,6 +31,8 @@ from ..constants import (
 from ..errors import ProtocolError, RemoteProtocolError
 from ..logtext import escape
 from ..messages import Error, Hello, Joined, Left, Member, Ping, Pong, Roster, Say, Shutdown, Welcome, Who
+from ..names import name_problem
+from .access import Access
 from .room import Room
 
 ClientId = int
@@ -105,10 +107,12 @@ class ServerRules:
         server_name: str,
         max_frame: int = DEFAULT_MAX_FRAME,
         max_payload_objects: int = MAX_PAYLOAD_OBJECTS,
+        access: Access | None = None,
     ) -> None:
         """``codec`` encodes what the server sends; client payloads are decoded by the same
         codec counting at most ``max_payload_objects`` values (§4.2 rule 9, §4.3 rule 8): a
-        built-in codec made without a limit is given that one."""
+        built-in codec made without a limit is given that one. With ``access``, a hello must
+        present a token it admits (§17.3)."""
         if max_frame < MIN_MAX_FRAME:
             raise ValueError(f"max_frame must be at least {MIN_MAX_FRAME}")
         if codec.max_objects is None and isinstance(codec, MsgpackCodec | PickleCodec):
@@ -123,6 +127,8 @@ class ServerRules:
         self.stop = Stop.DONE
         self.spent = 0
         self._roster: tuple[tuple[ClientId, ...], bytes] | None = None
+        self.access = access
+        self._now = 0.0  # the time of the event being handled, for the access limiter
 
     def __contains__(self, client: object) -> bool:
         return client in self._clients
@@ -145,15 +151,21 @@ class ServerRules:
         log.info("connection %d from %s", client, host)
 
     def receive(
-        self, client: ClientId, data: bytes, budget: int = 1 << 62, hold_says: bool = False
+        self,
+        client: ClientId,
+        data: bytes,
+        now: float = 0.0,
+        budget: int = 1 << 62,
+        hold_says: bool = False,
     ) -> list[Action]:
-        """Bytes arrived from ``client``; ``b""`` is its end of stream.
+        """Bytes arrived from ``client`` at ``now``; ``b""`` is its end of stream.
 
         Frames are handled until ``budget`` is spent (each costs its octets, at least
         ``READ_BUDGET_MIN_COST``, and a ``who`` the octets of its roster), and with
         ``hold_says`` only up to the first ``say``; :attr:`stop` says which, and
         :meth:`resume` goes on from there.
         """
+        self._now = now
         state = self._clients.get(client)
         self.stop = Stop.DONE
         self.spent = 0
@@ -162,8 +174,11 @@ class ServerRules:
         state.connection.receive_data(data)
         return self._run(client, state, budget, hold_says)
 
-    def resume(self, client: ClientId, budget: int = 1 << 62, hold_says: bool = False) -> list[Action]:
+    def resume(
+        self, client: ClientId, now: float = 0.0, budget: int = 1 << 62, hold_says: bool = False
+    ) -> list[Action]:
         """Go on handling the frames ``client`` has sent, as :meth:`receive` would."""
+        self._now = now
         state = self._clients.get(client)
         self.stop = Stop.DONE
         self.spent = 0
@@ -310,10 +325,17 @@ class ServerRules:
         elif isinstance(message, Who):
             actions.append(Send(self._roster_frame(), (client,)))
         elif isinstance(message, Hello):
-            self._join(client, state, message.name, actions)
+            self._join(client, state, message, actions)
 
-    def _join(self, client: ClientId, state: _Client, name: str, actions: list[Action]) -> None:
+    def _join(self, client: ClientId, state: _Client, hello: Hello, actions: list[Action]) -> None:
+        name = hello.name
         try:
+            if self.access is not None:
+                # §7.3 step 6: name_invalid, then the token (§17.3), then name_taken.
+                problem = name_problem(name)
+                if problem is not None:
+                    raise RemoteProtocolError(ErrorCode.NAME_INVALID, problem)
+                self.access.check(state.host, name, hello.token, self._now)
             seat = self.room.join(client, name, state.host)
         except RemoteProtocolError as exc:
             self._refuse(client, exc, actions)
