@@ -114,8 +114,27 @@ class RedisProcess:
         self._dir.cleanup()
 
 
+#: Ports tried when the free port found was taken before redis-server could bind it.
+START_ATTEMPTS = 5
+
+
 def start_redis() -> tuple[str, Callable[[], None]]:
     """Start redis-server on a free loopback port, with no persistence; returns (url, stop)."""
-    redis = RedisProcess()
-    redis.start()
+    redis = launch_redis()
     return redis.url, redis.close
+
+
+def launch_redis() -> RedisProcess:
+    """A started :class:`RedisProcess` on a free loopback port (another one if the first was
+    taken meanwhile)."""
+    for attempt in range(START_ATTEMPTS):
+        redis = RedisProcess()
+        try:
+            redis.start()
+        except RedisUnavailable:
+            redis.close()
+            if attempt == START_ATTEMPTS - 1:
+                raise
+            continue
+        return redis
+    raise AssertionError("unreachable")

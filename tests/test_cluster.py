@@ -17,7 +17,7 @@ from contextlib import ExitStack, contextmanager
 
 import pytest
 
-from conformance.redisproc import RedisProcess
+from conformance.redisproc import RedisProcess, launch_redis
 from conformance.serverproc import BUNDLED, ServerProcess
 from conformance.wire import Transcript, WirePeer
 from protocol import Error, Hello, Joined, Left, Member, Relayed, Roster, Say, Shutdown, Welcome, Who
@@ -39,8 +39,7 @@ SLACK = 3.0
 
 @pytest.fixture
 def redis() -> Iterator[RedisProcess]:
-    server = RedisProcess()
-    server.start()
+    server = launch_redis()
     try:
         yield server
     finally:
