@@ -368,3 +368,13 @@ def test_a_stopping_node_removes_its_members_and_waits_a_bounded_time(answered: 
         node.server.advance(0.02)  # Redis did not answer: the server exits all the same
     assert core.finished
     assert not any(link.wants_connect(node.server.now + 60) for link in node.rules.links)  # no reconnect
+
+
+def test_a_long_run_of_says_is_split_into_bounded_proposals() -> None:
+    node = Node()
+    alice = node.join("alice")
+    text = "x" * (300 * 1024)
+    node.server.receive(alice, b"".join(encode_message(CODEC, Say(text)) for _ in range(8)))
+    proposals = commands(node.rules.commands)
+    assert [len(p) - 15 for p in proposals] == [4, 4]  # 1 MiB of texts at most per script call
+    assert all(p[1] == SCRIPTS["say"].sha.encode() for p in proposals)
