@@ -378,3 +378,12 @@ def test_a_long_run_of_says_is_split_into_bounded_proposals() -> None:
     proposals = commands(node.rules.commands)
     assert [len(p) - 15 for p in proposals] == [4, 4]  # 1 MiB of texts at most per script call
     assert all(p[1] == SCRIPTS["say"].sha.encode() for p in proposals)
+
+
+def test_a_malformed_log_entry_costs_the_link_not_the_server() -> None:
+    node = Node()
+    alice = node.join("alice")
+    node.feed(node.rules.reader, [[b"chatwire:{main}:log", [[b"9-0", [b"q", b"not a number"]]]]])
+    assert node.rules.reader.state is LinkState.DOWN
+    assert node.rules.commands.wants_close  # both links start over, and the room resumes
+    assert node.messages(alice) == []  # held, within the resume bound
