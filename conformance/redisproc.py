@@ -8,6 +8,7 @@ persistence, stopped by the caller (a clustered room's Redis, spec §18).
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import socket
 import subprocess
@@ -21,6 +22,16 @@ from .serverproc import free_port
 #: Seconds redis-server has to start answering, and to stop.
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
+
+
+#: Servers started and not yet stopped: stopped at exit, so a failed run leaves none behind.
+_LIVE: set[RedisProcess] = set()
+
+
+@atexit.register
+def _stop_live() -> None:
+    for redis in list(_LIVE):
+        redis.close()
 
 
 class RedisUnavailable(RuntimeError):
@@ -69,6 +80,7 @@ class RedisProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        _LIVE.add(self)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -111,6 +123,7 @@ class RedisProcess:
 
     def close(self) -> None:
         self.stop()
+        _LIVE.discard(self)
         self._dir.cleanup()
 
 
