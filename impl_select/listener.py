@@ -9,6 +9,8 @@ accept rules exist once. What an accept error means for the server is the core's
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import socket
 import sys
 from collections.abc import Callable
@@ -126,3 +128,20 @@ def tune_accepted(sock: socket.socket) -> None:
     if _TCP_NOTSENT_LOWAT is not None:
         with contextlib.suppress(OSError):  # a system without it: the soft limit sees less
             sock.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, NOT_SENT_LOW_WATER)
+
+
+def connect_nonblocking(host: str, port: int) -> socket.socket:
+    """A non-blocking TCP socket whose connection to ``host``:``port`` is under way: it becomes
+    writable when done, and ``SO_ERROR`` then says how it went (a clustered room's Redis)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        code = sock.connect_ex(address)
+        if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+            raise OSError(code, os.strerror(code))
+    except OSError:
+        sock.close()
+        raise
+    return sock

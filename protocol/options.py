@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cluster import ClusterAddress
 from .codecs import Codec, get_codec
 from .constants import (
     DEFAULT_CODEC,
@@ -21,6 +23,7 @@ from .constants import (
     DEFAULT_MAX_TOTAL_OUTPUT,
     DEFAULT_OUTPUT_SOFT_LIMIT,
     DEFAULT_READ_BUDGET,
+    DEFAULT_ROOM,
     DEFAULT_SLOW_CONSUMER_TIMEOUT,
     MAX_PAYLOAD_OBJECTS,
     MAX_PORT,
@@ -57,6 +60,9 @@ class ServerOptions:
     tls_client_ca: Path | None = None
     #: Access control (§17.3): the file of tokens and reserved names.
     auth_file: Path | None = None
+    #: ``redis://HOST:PORT/DB`` of a clustered room (§18); ``None``: the room is this process's.
+    cluster: str | None = None
+    room: str = DEFAULT_ROOM
 
     def make_codec(self) -> Codec:
         """The server's codec: it decodes client payloads, so it counts their values (§4.2, §4.3)."""
@@ -163,6 +169,18 @@ def parse_server_options(prog: str, description: str, argv: Sequence[str] | None
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="logging level (default %(default)s)",
     )
+    parser.add_argument(
+        "--cluster",
+        type=cluster_url,
+        metavar="redis://HOST:PORT/DB",
+        help="serve the room together with every server given the same Redis and --room (spec §18)",
+    )
+    parser.add_argument(
+        "--room",
+        type=room_name,
+        default=defaults.room,
+        help="with --cluster: the room's name, 1 to 64 of A-Z a-z 0-9 . _ - (default %(default)s)",
+    )
     tls = parser.add_argument_group("transport security and access control (spec §17)")
     tls.add_argument(
         "--tls-cert", type=Path, metavar="FILE", help="serve TLS 1.2+ with this PEM certificate chain"
@@ -185,6 +203,8 @@ def parse_server_options(prog: str, description: str, argv: Sequence[str] | None
         parser.error("--tls-cert and --tls-key go together")
     if args.tls_client_ca is not None and args.tls_cert is None:
         parser.error("--tls-client-ca needs --tls-cert and --tls-key")
+    if args.room != defaults.room and args.cluster is None:
+        parser.error("--room needs --cluster")
     return ServerOptions(
         host=args.host,
         port=args.port,
@@ -198,6 +218,8 @@ def parse_server_options(prog: str, description: str, argv: Sequence[str] | None
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         auth_file=args.auth_file,
+        cluster=args.cluster,
+        room=args.room,
     )
 
 
@@ -215,6 +237,24 @@ _BOUNDS: tuple[tuple[str, type, str], ...] = (
 
 def _attribute(flag: str) -> str:
     return flag.removeprefix("--").replace("-", "_")
+
+
+def cluster_url(text: str) -> str:
+    """An argparse ``type``: a ``redis://HOST:PORT/DB`` address."""
+    try:
+        return str(ClusterAddress.parse(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_ROOM_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def room_name(text: str) -> str:
+    """An argparse ``type``: a room name, which becomes part of Redis key names."""
+    if _ROOM_NAME.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(f"must be 1 to 64 of A-Z a-z 0-9 . _ -, not {text!r}")
+    return text
 
 
 def configure_logging(options: ServerOptions) -> None:

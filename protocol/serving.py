@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
+from .cluster import ClusterAddress, ClusterRules
 from .options import ServerOptions, configure_logging, parse_server_options
 from .server import ServerCore
 from .server.access import Access, AuthFileError, Tokens
@@ -80,9 +81,22 @@ EXIT_BAD_CONFIGURATION = 2
 
 
 def make_core(options: ServerOptions, implementation: str, access: Access | None = None) -> ServerCore:
-    """The core a server runs, configured as ``options`` say."""
+    """The core a server runs, configured as ``options`` say (a node of a clustered room with
+    ``--cluster``, §18)."""
+    codec = options.make_codec()
+    rules = None
+    if options.cluster is not None:
+        rules = ClusterRules(
+            codec,
+            server_name=server_name(implementation),
+            address=ClusterAddress.parse(options.cluster),
+            room=options.room,
+            max_frame=options.max_frame,
+            access=access,
+        )
+        log.info("room %s on %s, as node %s", options.room, options.cluster, rules.node)
     return ServerCore(
-        options.make_codec(),
+        codec,
         server_name=server_name(implementation),
         max_frame=options.max_frame,
         hello_timeout=options.hello_timeout,
@@ -95,6 +109,7 @@ def make_core(options: ServerOptions, implementation: str, access: Access | None
         max_total_output=options.max_total_output,
         max_total_input=options.max_total_input,
         access=access,
+        rules=rules,
     )
 
 

@@ -174,8 +174,13 @@ class ServerCore:
         max_total_output: int = DEFAULT_MAX_TOTAL_OUTPUT,
         max_total_input: int = DEFAULT_MAX_TOTAL_INPUT,
         access: Access | None = None,
+        rules: ServerRules | None = None,
     ) -> None:
-        self.rules = ServerRules(codec, server_name=server_name, max_frame=max_frame, access=access)
+        """``rules`` replaces the one-process rules made from ``codec``, ``server_name``,
+        ``max_frame`` and ``access`` (a clustered room's, :mod:`protocol.cluster`)."""
+        self.rules = rules or ServerRules(
+            codec, server_name=server_name, max_frame=max_frame, access=access
+        )
         self.max_output_buffer = max_output_buffer
         self.output_soft_limit = output_soft_limit
         self.read_budget = read_budget
@@ -247,7 +252,7 @@ class ServerCore:
     @property
     def finished(self) -> bool:
         """Shutdown was requested and every connection is gone: the server can exit."""
-        return self._stop_deadline is not None and not self._outboxes
+        return self._stop_deadline is not None and not self._outboxes and self.rules.settled
 
     @property
     def has_output(self) -> bool:
@@ -311,6 +316,7 @@ class ServerCore:
                 self._idle.next_deadline(),
                 self._accept_paused_until,
                 self._stop_deadline if self._outboxes else None,
+                self.rules.next_deadline(),
             )
             if d is not None
         ]
@@ -440,6 +446,8 @@ class ServerCore:
     def expire(self, now: float) -> None:
         """Run every timer due by ``now``: hello timeouts, lingers, pauses, the shutdown deadline."""
         self._now = now
+        self._carry_out(self.rules.expire(now))
+        self._note_welcomes(now)
         for client in self._hello.expire(now):
             self._carry_out(self.rules.hello_timeout(client))
         for client in self._slow.expire(now):
@@ -458,6 +466,21 @@ class ServerCore:
         if self._stop_deadline is not None and now >= self._stop_deadline and self._outboxes:
             log.warning("shutdown flush timed out; aborting %d connections", len(self._outboxes))
             self._abort_all()
+
+    def settle(self, now: float) -> None:
+        """Carry out what the rules decided outside any connection's event: after the server fed
+        a clustered room's Redis links (:mod:`protocol.cluster`)."""
+        self._now = now
+        self._carry_out(self.rules.take_actions())
+        self._note_welcomes(now)
+
+    def _note_welcomes(self, now: float) -> None:
+        """The hellos the rules decided outside a connection's event (a clustered room's)."""
+        for client in self.rules.take_welcomed():
+            self._hello.cancel(client)  # welcomed: the timer stops (§7.4), the idle one starts (§7.5)
+            outbox = self._outboxes.get(client)
+            if outbox is not None and outbox.reading and not outbox.closing:
+                self._idle.arm(client, now)
 
     def accept_failed(self, error: OSError, now: float) -> None:
         """Accepting failed for lack of resources (EMFILE, ENOBUFS...): pause it a while."""

@@ -33,7 +33,7 @@ from ..logtext import escape
 from ..messages import Error, Hello, Joined, Left, Member, Ping, Pong, Roster, Say, Shutdown, Welcome, Who
 from ..names import name_problem
 from .access import Access
-from .room import Room
+from .room import Room, Seat
 
 ClientId = int
 
@@ -95,6 +95,7 @@ class _Client:
     relay: RelayEncoder | None = None  # from the join on
     #: A say taken from the connection but not handled yet: says were held (§10.1).
     waiting: Say | None = None
+    held: bool = False  # input is not handled until released (a subclass decides, §18.4)
 
 
 class ServerRules:
@@ -141,6 +142,30 @@ class ServerRules:
     def joined(self, client: ClientId) -> bool:
         """Whether ``client`` is a member."""
         return client in self.room
+
+    # --- what only a clustered room needs (protocol.cluster); nothing here otherwise ---------
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`expire` is next due for the rules' own timers, if they have any."""
+        return None
+
+    def expire(self, now: float) -> list[Action]:
+        """Run the rules' own timers due by ``now``."""
+        return []
+
+    def take_actions(self) -> list[Action]:
+        """What the rules decided outside a connection's event (a clustered room's log)."""
+        return []
+
+    def take_welcomed(self) -> list[ClientId]:
+        """The connections welcomed outside a connection's event since the last call (a
+        clustered room decides a hello when its log does); here a hello is decided at once."""
+        return []
+
+    @property
+    def settled(self) -> bool:
+        """Whether nothing is left to finish before a stopping server exits."""
+        return True
 
     # --- events ------------------------------------------------------------------------------
 
@@ -226,6 +251,8 @@ class ServerRules:
                 if type(event) is Who:
                     spent += len(self._roster_frame())
                 self._handle(client, state, event, actions)
+                if state.held:  # its later input waits for a decision (clustered rooms, §18.4)
+                    return actions
         except Exception:
             # A bug here must cost one connection, not the server (§9.1 internal_error).
             log.exception("internal error while serving connection %d", client)
@@ -356,6 +383,10 @@ class ServerRules:
         actions.append(Send(joined, self.room.members, exclude=client))
         log.info("connection %d joined as %s (%d present)", client, escape(seat.identity), count)
 
+    def _roster_seats(self) -> list[Seat]:
+        """Every member in join order, as ``roster`` lists them (§8.5)."""
+        return self.room.seats()
+
     def _roster_frame(self) -> bytes:
         """The roster frame, encoded once per membership (``Room.members`` is new at each change)."""
         cached = self._roster
@@ -366,7 +397,7 @@ class ServerRules:
         return data
 
     def _encode_roster(self) -> bytes:
-        members = tuple(Member(seat.name, seat.host) for seat in self.room.seats())
+        members = tuple(Member(seat.name, seat.host) for seat in self._roster_seats())
         data = encode_message(self.codec, Roster(members, truncated=False))
         if len(data) - HEADER_SIZE <= self.max_frame:
             return data
