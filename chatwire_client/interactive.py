@@ -62,7 +62,7 @@ async def run_interactive(server: Server, name: str | None, codec: Codec, timeou
         if name is None:
             name = await ask_name(prompt, "your name: ")
         while name is not None:
-            session = ChatSession(codec, echo=True, token=server.token)
+            session = ChatSession(codec, echo=True, token=server.token, tls=server.tls is not None)
             link = await Link.open(server, session, show, timeout)
             receiving = asyncio.create_task(link.run())
             try:

@@ -85,7 +85,7 @@ async def run_pipe(server: Server, name: str, codec: Codec, timeout: float) -> E
     Raises :class:`~chatwire_client.link.NoAnswer` if the connection, the welcome or the
     barrier's pong takes longer than ``timeout`` seconds.
     """
-    session = ChatSession(codec, token=server.token)
+    session = ChatSession(codec, token=server.token, tls=server.tls is not None)
     link = await Link.open(server, session, _print, timeout)
     receiving = asyncio.create_task(link.run())
     try:

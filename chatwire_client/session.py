@@ -143,8 +143,10 @@ class ChatSession:
         echo: bool = False,
         clock: Callable[[], float] = time.monotonic,
         token: str | None = None,
+        tls: bool = False,
     ) -> None:
-        """``token`` is presented in every hello (a server with access control, §17.3)."""
+        """``token`` is presented in every hello (a server with access control, §17.3);
+        ``tls`` says whether the connection is TLS (for the hint when a TLS port hangs up)."""
         self.connection = Connection(Role.CLIENT, codec=codec)
         self._token = token
         self.echo = echo
@@ -163,6 +165,8 @@ class ChatSession:
         # end of stream, or a violation by the server. A /quit does not set it: messages
         # sent before the server sees our end of stream are still shown.
         self._stopped = False
+        self._tls = tls
+        self._heard = False  # any octet from the server yet
 
     @property
     def finished(self) -> bool:
@@ -261,6 +265,8 @@ class ChatSession:
         lines: list[Line] = []
         if self._stopped:
             return lines
+        if data:
+            self._heard = True
         self.connection.receive_data(data)
         while not self._stopped:
             try:
@@ -300,6 +306,9 @@ class ChatSession:
                 self._stopped = True
                 return None  # we were leaving; the server's end of stream is expected
             how = "" if event.clean else " in the middle of a frame"
+            if not self._heard and not self._tls:
+                # A TLS port closes a plaintext connection without a frame (§17.1).
+                how = " without a word (if its port serves TLS, connect with --tls)"
             return self._end(ExitStatus.CONNECTION_LOST, f"the server closed the connection{how}")
         if isinstance(event, Relayed):
             return Line(Style.CHAT, f"{address(event.name, event.host)}: {visible(event.text)}")

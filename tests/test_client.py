@@ -350,6 +350,24 @@ def test_the_server_ends_the_session(data: bytes, status: ExitStatus, text: str)
     assert session.status is status and session.finished and not session.joined
 
 
+@pytest.mark.parametrize(
+    ("tls", "text"),
+    [
+        (
+            False,
+            "the server closed the connection without a word (if its port serves TLS, connect with --tls)",
+        ),
+        (True, "the server closed the connection"),
+    ],
+)
+def test_a_silent_close_before_any_answer_hints_at_tls(tls: bool, text: str) -> None:
+    # A TLS port closes a plaintext client's connection without sending a frame (§17.1).
+    session = ChatSession(CODEC, tls=tls)
+    session.hello("alice")
+    assert texts(session.receive(b"")) == [text]
+    assert session.status is ExitStatus.CONNECTION_LOST
+
+
 def test_the_server_breaking_the_protocol_ends_the_session() -> None:
     session = joined_session()
     bad_joined = {"type": "joined", "name": "bob", "host": "::1", "clients": True}  # a bool is not an int
