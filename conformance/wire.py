@@ -49,6 +49,10 @@ _TCP_CLOSE = 7
 _tokens = itertools.count(1)
 
 
+class HandshakeFailed(AssertionError):
+    """The server ended or refused the TLS handshake of a connection the suite opened."""
+
+
 @dataclass(frozen=True)
 class Security:
     """How the run reaches the server (§16.1 rule 5): over TLS with this context (and server
@@ -244,7 +248,7 @@ class WirePeer:
             self.sock.sendall(tls.take_output())
         except TlsFailure as exc:
             self.sock.close()
-            raise AssertionError(f"{self.label}: TLS handshake with the server failed: {exc}") from None
+            raise HandshakeFailed(f"{self.label}: TLS handshake with the server failed: {exc}") from None
         except TimeoutError:
             self.sock.close()
             raise WireTimeout(f"{self.label}: no TLS handshake within {self.timeout:.1f} s") from None
