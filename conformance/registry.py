@@ -79,6 +79,8 @@ class Case:
     ``codecs``: the codecs the case applies to (skipped for the others).
     ``stops_server``: the case ends the server process itself, so its exit is no failure.
     ``spawns``: the case starts the servers it needs itself (``ctx.spawn``); implies ``process``.
+    ``cluster_only``: the case is about a room served by several nodes (§18) and runs only
+    against a cluster (``--cluster-nodes``); elsewhere it is reported not applicable.
     """
 
     id: str
@@ -92,6 +94,7 @@ class Case:
     codecs: tuple[str, ...] = ("msgpack", "pickle")
     stops_server: bool = False
     spawns: bool = False
+    cluster_only: bool = False
     module: str = ""
     function: str = ""
 
@@ -126,6 +129,7 @@ def case(
     codecs: tuple[str, ...] = ("msgpack", "pickle"),
     stops_server: bool = False,
     spawns: bool = False,
+    cluster_only: bool = False,
 ) -> Callable[[F], F]:
     """Declare a conformance case (see the module docstring)."""
     if not _ID.match(case_id):
@@ -147,6 +151,7 @@ def case(
             codecs=codecs,
             stops_server=stops_server,
             spawns=spawns,
+            cluster_only=cluster_only,
             module=function.__module__,
             function=function.__name__,
         )

@@ -123,3 +123,14 @@ ACCEPT_BATCH: Final = 256
 ACCEPT_BACKOFF: Final = 0.1
 #: Listen backlog; the kernel silently caps it (``net.core.somaxconn`` on Linux).
 LISTEN_BACKLOG: Final = 4096
+
+
+# --- clustered servers (§18) -----------------------------------------------------------------
+
+#: Seconds within which, after a node dies without a word (kill -9), every other node has sent
+#: `left` for each of its members (§18). Socket.IO's Redis adapter states no bound and leaves
+#: ghosts; Kubernetes' node lease (40 s) is for machines, not chat rooms; 5 s is the issue's own.
+CLUSTER_DEPARTURE_BOUND: Final = 5.0
+#: Seconds within which, after Redis comes back, each node has recovered its room or ended its
+#: connections with `shutdown` (§18): never a silent gap.
+CLUSTER_RECOVERY_BOUND: Final = 10.0
