@@ -37,6 +37,7 @@ class Cluster:
         codec: str = "msgpack",
         start_timeout: float = 10.0,
         room: str = ROOM,
+        redis_prefix: str = "",
     ) -> None:
         if not templates:
             raise ValueError("a cluster needs at least one command template")
@@ -47,7 +48,7 @@ class Cluster:
         self.codec = codec
         self.start_timeout = start_timeout
         self.room = room
-        self.redis = RedisProcess(host, start_timeout=start_timeout)
+        self.redis = RedisProcess(host, start_timeout=start_timeout, prefix=redis_prefix)
         self.nodes: list[ServerProcess] = []
         #: Nodes started after the cluster (``spawn_node``), stopped with it.
         self.spawned: list[ServerProcess] = []

@@ -28,9 +28,11 @@ class RedisMissing(ServerFailed):
 class RedisProcess:
     """One ``redis-server`` on ``host`` at a free port; :attr:`url` is what ``--cluster`` takes."""
 
-    def __init__(self, host: str = "127.0.0.1", *, start_timeout: float = 10.0) -> None:
+    def __init__(self, host: str = "127.0.0.1", *, start_timeout: float = 10.0, prefix: str = "") -> None:
         self.host = host
         self.start_timeout = start_timeout
+        #: A command that runs Redis, such as a CPU pinning wrapper (the benchmarks use one).
+        self.prefix = prefix
         self.port = 0
         self._process: ServerProcess | None = None
 
@@ -49,13 +51,17 @@ class RedisProcess:
             )
         if not self.port:
             self.port = free_port(self.host)
-        template = _TEMPLATE.format(binary=shlex.quote(binary))
+        template = self.prefix + _TEMPLATE.format(binary=shlex.quote(binary))
         process = ServerProcess(template, host=self.host, port=self.port, start_timeout=self.start_timeout)
         self._process = process.start()
         return self
 
     def alive(self) -> bool:
         return self._process is not None and self._process.alive()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
 
     def stop(self) -> None:
         """Stop it (TERM, then KILL); the port is kept for a later :meth:`start`."""
