@@ -48,7 +48,7 @@ class Cluster:
         self.codec = codec
         self.start_timeout = start_timeout
         self.room = room
-        self.redis = RedisProcess(host, start_timeout=start_timeout, prefix=redis_prefix)
+        self.redis = RedisProcess(prefix=redis_prefix)
         self.nodes: list[ServerProcess] = []
         #: Nodes started after the cluster (``spawn_node``), stopped with it.
         self.spawned: list[ServerProcess] = []
@@ -118,7 +118,7 @@ class Cluster:
                 node.signal(signal.SIGTERM)
         for node in every:
             node.stop(timeout)
-        self.redis.stop()
+        self.redis.close()
 
     # --- where -----------------------------------------------------------------------------
 

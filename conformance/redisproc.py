@@ -1,95 +1,140 @@
-"""A throw-away Redis for clustered servers (spec §18): loopback, a free port, nothing on disk.
+"""A redis-server of its own for a test or a conformance run: a free loopback port, no
+persistence, stopped by the caller (a clustered room's Redis, spec §18).
 
-The suite, the tests and the benchmarks start their own ``redis-server`` rather than use one
-that happens to run: the cases restart it and kill nodes around it, which no shared Redis
-may suffer. It is a :class:`~conformance.serverproc.ServerProcess`, so it is stopped with the
-rest at exit and never outlives the run.
+``start_redis()`` returns ``(url, stop)``: ``url`` is ``redis://127.0.0.1:PORT/0`` for
+``--cluster``, ``stop()`` ends the server (SIGTERM, then SIGKILL) and can be called twice.
+``RedisProcess`` also restarts it on the same port, as a Redis that lost its data. Every one
+still running when the process exits is stopped then, so none outlives a run.
 """
 
 from __future__ import annotations
 
+import atexit
 import shlex
 import shutil
-import signal
-from types import TracebackType
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
 
-from .serverproc import ServerFailed, ServerProcess, free_port
+from .serverproc import free_port
 
-#: The program started; Debian's and upstream's package install it under this name.
-REDIS_BINARY = "redis-server"
-#: No snapshots and no append-only file: a restart starts empty, as after a crash without disk.
-_TEMPLATE = "{binary} --port {{port}} --bind {{host}} --save '' --appendonly no --protected-mode no"
+#: Seconds redis-server has to start answering, and to stop.
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0
 
 
-class RedisMissing(ServerFailed):
-    """``redis-server`` is not installed: clustered runs cannot start (and fail, never skip)."""
+class RedisUnavailable(RuntimeError):
+    """redis-server is not installed or did not start."""
+
+
+#: Every RedisProcess started and not yet stopped.
+_LIVE: set[RedisProcess] = set()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for redis in list(_LIVE):
+        redis.stop(kill=True)
 
 
 class RedisProcess:
-    """One ``redis-server`` on ``host`` at a free port; :attr:`url` is what ``--cluster`` takes."""
+    """One redis-server on 127.0.0.1, without persistence (``--save ''``, no AOF)."""
 
-    def __init__(self, host: str = "127.0.0.1", *, start_timeout: float = 10.0, prefix: str = "") -> None:
-        self.host = host
-        self.start_timeout = start_timeout
-        #: A command that runs Redis, such as a CPU pinning wrapper (the benchmarks use one).
-        self.prefix = prefix
-        self.port = 0
-        self._process: ServerProcess | None = None
+    def __init__(self, port: int | None = None, binary: str = "redis-server", *, prefix: str = "") -> None:
+        """``prefix``: a command that runs redis-server, such as the benchmarks' CPU pinning."""
+        path = shutil.which(binary)
+        if path is None:
+            raise RedisUnavailable(f"{binary} is not installed (e.g. apt-get install redis-server)")
+        self.binary = path
+        self.host = "127.0.0.1"
+        self.port = port if port is not None else free_port(self.host)
+        self._dir = tempfile.TemporaryDirectory(prefix="chatwire-redis-")
+        self.process: subprocess.Popen[bytes] | None = None
+        self.prefix = shlex.split(prefix)
 
     @property
     def url(self) -> str:
-        """``redis://HOST:PORT/0`` (an IPv6 host in brackets), the form §18 gives ``--cluster``."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"redis://{host}:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
-    def start(self) -> RedisProcess:
-        """Start on a free port (or, after :meth:`stop`, on the same port again: a restart)."""
-        binary = shutil.which(REDIS_BINARY)
-        if binary is None:
-            raise RedisMissing(
-                f"{REDIS_BINARY} is not installed (apt-get install redis-server): clustered runs need it"
-            )
-        if not self.port:
-            self.port = free_port(self.host)
-        template = self.prefix + _TEMPLATE.format(binary=shlex.quote(binary))
-        process = ServerProcess(template, host=self.host, port=self.port, start_timeout=self.start_timeout)
-        self._process = process.start()
-        return self
+    def start(self) -> None:
+        """Start (or start again, on the same port) and wait until it answers PING."""
+        if self.process is not None and self.process.poll() is None:
+            return
+        log = Path(self._dir.name) / "redis.log"
+        self.process = subprocess.Popen(
+            [
+                *self.prefix,
+                self.binary,
+                "--bind", self.host,
+                "--port", str(self.port),
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", self._dir.name,
+                "--logfile", str(log),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _LIVE.add(self)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                raise RedisUnavailable(f"redis-server exited with {self.process.returncode}: {tail}")
+            if self.ping():
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise RedisUnavailable(f"redis-server did not answer on port {self.port} within {START_TIMEOUT:g} s")
+
+    def ping(self) -> bool:
+        """Whether the server answers PING now."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self, *, kill: bool = False) -> None:
+        """End the server: SIGTERM (SIGKILL with ``kill``, or if it does not end in time)."""
+        process, self.process = self.process, None
+        _LIVE.discard(self)
+        if process is None or process.poll() is not None:
+            return
+        if kill:
+            process.kill()
+        else:
+            process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(STOP_TIMEOUT)
 
     def alive(self) -> bool:
-        return self._process is not None and self._process.alive()
+        return self.process is not None and self.process.poll() is None
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    def stop(self) -> None:
-        """Stop it (TERM, then KILL); the port is kept for a later :meth:`start`."""
-        if self._process is not None:
-            self._process.stop()
-            self._process = None
-
-    def kill(self) -> None:
-        """End it at once (SIGKILL), as a crash would: nothing is written or flushed."""
-        if self._process is not None:
-            self._process.signal(signal.SIGKILL)
-            self._process.stop()
-            self._process = None
+        return self.process.pid if self.process is not None else None
 
     def restart(self) -> None:
-        """Stop it and start an empty one on the same port: what a Redis crash and restart look like."""
-        self.kill()
+        """Stop and start on the same port: a Redis that comes back without its data."""
+        self.stop()
         self.start()
 
-    def __enter__(self) -> RedisProcess:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def close(self) -> None:
         self.stop()
+        self._dir.cleanup()
 
 
-def start_redis(host: str = "127.0.0.1") -> RedisProcess:
-    """A started :class:`RedisProcess`; call its ``stop`` when done (also stopped at exit)."""
-    return RedisProcess(host).start()
+def start_redis() -> tuple[str, Callable[[], None]]:
+    """Start redis-server on a free loopback port, with no persistence; returns (url, stop)."""
+    redis = RedisProcess()
+    redis.start()
+    return redis.url, redis.close

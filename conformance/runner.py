@@ -29,7 +29,7 @@ from . import cases
 from .cluster import MAX_CLUSTER_NODES, MIN_CLUSTER_NODES
 from .differential import differential_main
 from .plugin import PROGRESS_LEGEND, ConformancePlugin, RunOptions, ServerPool
-from .redisproc import RedisMissing
+from .redisproc import RedisUnavailable
 from .registry import Settings, load_cases, ordered
 from .report import (
     RunResult,
@@ -268,7 +268,7 @@ def _start_once(options: RunOptions, codec: str) -> str:
         try:
             # Cluster.start stops what it started when a node fails.
             ServerPool(replace(options, codec=codec)).cluster(Settings()).stop()
-        except RedisMissing as exc:
+        except RedisUnavailable as exc:
             return str(exc)
         except (ServerFailed, OSError) as exc:
             return f"a node of the cluster did not start: {exc}"

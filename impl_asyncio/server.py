@@ -23,6 +23,7 @@ import signal
 from typing import cast
 
 from impl_select.listener import Listener, set_no_delay
+from protocol.cluster import ClusterRules, LinkState, RedisLink
 from protocol.options import ServerOptions
 from protocol.server import ClientId, Disposal, Outbox, ServerCore
 from protocol.serving import announce, peer_host
@@ -57,6 +58,29 @@ class _ClientProtocol(asyncio.Protocol):
         self.server.disconnected(self, exc)
 
 
+class _LinkProtocol(asyncio.Protocol):
+    """The connection of one of a clustered room's Redis links (§18)."""
+
+    def __init__(self, server: AsyncioServer, link: RedisLink) -> None:
+        self.server = server
+        self.link = link
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.server.link_connected(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.server.link_received(self, data)
+
+    def eof_received(self) -> bool:
+        self.server.link_received(self, b"")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.link_lost(self, exc)
+
+
 class AsyncioServer:
     """Serves one room until stopped by a signal."""
 
@@ -73,6 +97,10 @@ class AsyncioServer:
         self._listener: Listener | None = None
         self._accepting: set[asyncio.Task[object]] = set()  # connect_accepted_socket, running
         self._done = asyncio.Event()  # the core has finished its shutdown
+        rules = core.rules
+        self.cluster = rules if isinstance(rules, ClusterRules) else None
+        self._links: dict[RedisLink, _LinkProtocol] = {}
+        self._connecting: set[asyncio.Task[object]] = set()
 
     async def serve(self) -> int:
         """Listen, serve until SIGINT or SIGTERM, shut down (§12); returns the exit status."""
@@ -93,10 +121,18 @@ class AsyncioServer:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._on_signal, signum)
         announce(*listener.address, self.core)
+        if self.cluster is not None:
+            self._loop.call_soon(self._flush)  # connects the links
         try:
             await self._done.wait()
         finally:
             listener.close()
+            for linked in list(self._links.values()):
+                if linked.transport is not None:
+                    linked.transport.abort()
+            self._links.clear()
+            for task in self._connecting:
+                task.cancel()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
             for peer in list(self.peers.values()):
@@ -193,6 +229,9 @@ class AsyncioServer:
         self._flush_scheduled = False
         core = self.core
         core.pump(self._write_outbox, self._dispose)
+        if self.cluster is not None:
+            self._sync_links(self.cluster)
+            core.pump(self._write_outbox, self._dispose)
         self._schedule_timer()
         if self._listener is not None:
             self._listener.sync(core)
@@ -228,6 +267,76 @@ class AsyncioServer:
             transport.close()  # flushes what the transport still holds
         else:
             transport.abort()
+
+    # --- a clustered room's Redis links: connected, read and written as they say ---------
+
+    def _sync_links(self, cluster: ClusterRules) -> None:
+        """Open, close and write each link's connection as the link says, one write per turn."""
+        now = self._loop.time()
+        for link in cluster.links:
+            linked = self._links.get(link)
+            if linked is not None and link.wants_close:
+                del self._links[link]
+                if linked.transport is not None:
+                    linked.transport.abort()
+                cluster.link_failed(link, now, "closed")
+                linked = None
+            if linked is None and link.wants_connect(now):
+                link.connecting()
+                linked = self._links[link] = _LinkProtocol(self, link)
+                self._open_link(linked)
+            elif linked is not None and linked.transport is not None and link.has_output:
+                linked.transport.write(link.take_output())
+        core = self.core
+        core.settle(now)
+
+    def _open_link(self, linked: _LinkProtocol) -> None:
+        link = linked.link
+        task: asyncio.Task[object] = self._loop.create_task(
+            self._loop.create_connection(lambda: linked, link.host, link.port)
+        )
+        self._connecting.add(task)
+        task.add_done_callback(lambda done: self._link_opened(linked, done))
+
+    def _link_opened(self, linked: _LinkProtocol, task: asyncio.Task[object]) -> None:
+        self._connecting.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        if self._links.get(linked.link) is linked:
+            del self._links[linked.link]
+            assert self.cluster is not None
+            self.cluster.link_failed(linked.link, self._loop.time(), str(task.exception()))
+            self._flush()
+
+    def link_connected(self, linked: _LinkProtocol) -> None:
+        if self._links.get(linked.link) is not linked or self.cluster is None:
+            return
+        with contextlib.suppress(OSError):
+            set_no_delay(cast(asyncio.Transport, linked.transport).get_extra_info("socket"))
+        self.cluster.link_connected(linked.link, self._loop.time())
+        self._flush()
+
+    def link_received(self, linked: _LinkProtocol, data: bytes) -> None:
+        if self._links.get(linked.link) is not linked or self.cluster is None:
+            return
+        if not data:
+            del self._links[linked.link]
+        self.cluster.link_received(linked.link, data, self._loop.time())
+        self.core.settle(self._loop.time())
+        self._schedule_flush_always()
+
+    def link_lost(self, linked: _LinkProtocol, exc: Exception | None) -> None:
+        if self._links.get(linked.link) is not linked or self.cluster is None:
+            return
+        del self._links[linked.link]
+        if linked.link.state is not LinkState.DOWN:
+            self.cluster.link_failed(linked.link, self._loop.time(), str(exc or "closed by Redis"))
+        self._flush()
+
+    def _schedule_flush_always(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
 
     # --- the core's timers: one loop timer for its next deadline ---------------------------
 

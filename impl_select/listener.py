@@ -8,6 +8,8 @@ accept rules exist once. What an accept error means for the server is the core's
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
 from collections.abc import Callable
 
@@ -111,3 +113,20 @@ def accept_batch(listener: socket.socket, core: ServerCore, now: float) -> list[
 def set_no_delay(sock: socket.socket) -> None:
     """Frames are written whole, so Nagle's algorithm would only delay them."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def connect_nonblocking(host: str, port: int) -> socket.socket:
+    """A non-blocking TCP socket whose connection to ``host``:``port`` is under way: it becomes
+    writable when done, and ``SO_ERROR`` then says how it went (a clustered room's Redis)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setblocking(False)
+        set_no_delay(sock)
+        code = sock.connect_ex(address)
+        if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+            raise OSError(code, os.strerror(code))
+    except OSError:
+        sock.close()
+        raise
+    return sock

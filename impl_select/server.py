@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import selectors
 import signal
 import socket
@@ -19,11 +20,12 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from protocol.cluster import ClusterRules, LinkState, RedisLink
 from protocol.options import ServerOptions
 from protocol.server import ClientId, Disposal, Outbox, ServerCore
 from protocol.serving import announce, peer_host
 
-from .listener import Listener, set_no_delay
+from .listener import Listener, connect_nonblocking, set_no_delay
 
 log = logging.getLogger("impl_select")
 
@@ -49,6 +51,17 @@ class _Peer:
         self.events = 0  # as registered with the selector; 0 = not registered
 
 
+class _LinkSocket:
+    """The socket of one of a clustered room's Redis links (§18), and octets it has yet to take."""
+
+    __slots__ = ("link", "pending", "sock")
+
+    def __init__(self, link: RedisLink, sock: socket.socket) -> None:
+        self.link = link
+        self.sock = sock
+        self.pending = b""
+
+
 class SelectServer:
     """Serves one room on one listening socket until a signal stops it."""
 
@@ -68,6 +81,9 @@ class SelectServer:
         self._wakeup_r, self._wakeup_w = socket.socketpair()
         self._wakeup_r.setblocking(False)
         self._wakeup_w.setblocking(False)
+        rules = core.rules
+        self.cluster = rules if isinstance(rules, ClusterRules) else None
+        self._links: dict[RedisLink, _LinkSocket] = {}
 
     @property
     def address(self) -> tuple[str, int]:
@@ -88,6 +104,8 @@ class SelectServer:
                     self._now = time.monotonic()
                     if isinstance(key.data, _Peer):
                         self._on_ready(key.data, mask)
+                    elif isinstance(key.data, _LinkSocket):
+                        self._on_link(key.data, mask)
                     else:
                         key.data()
                     if core.flush_early:
@@ -99,6 +117,8 @@ class SelectServer:
         finally:
             for peer in list(self.peers.values()):
                 self._forget(peer)
+            for linked in list(self._links.values()):
+                self._close_link(linked)
             self.listener.close()
             self._restore_signal_handlers(previous)
             self.selector.close()
@@ -121,6 +141,9 @@ class SelectServer:
             if peer.client in self.peers:
                 self._write(peer)
         self.core.pump(self._write_outbox, self._dispose)
+        if self.cluster is not None:
+            self._sync_links(self.cluster)
+            self.core.pump(self._write_outbox, self._dispose)
 
     def _write_outbox(self, outbox: Outbox) -> None:
         peer = self.peers.get(outbox.client)
@@ -216,6 +239,79 @@ class SelectServer:
                 return
             self.core.sent(peer.client, sent)
         self._update_events(peer)
+
+    # --- a clustered room's Redis links: sockets opened, read and written as they say -------
+
+    def _sync_links(self, cluster: ClusterRules) -> None:
+        """Open, close and write each link's socket as the link says, in one write per turn."""
+        now = time.monotonic()
+        for link in cluster.links:
+            linked = self._links.get(link)
+            if linked is not None and link.wants_close:
+                self._close_link(linked)
+                cluster.link_failed(link, now, "closed")
+                linked = None
+            if linked is None and link.wants_connect(now):
+                try:
+                    sock = connect_nonblocking(link.host, link.port)
+                except OSError as exc:
+                    link.connecting()
+                    cluster.link_failed(link, now, str(exc))
+                    continue
+                link.connecting()
+                linked = self._links[link] = _LinkSocket(link, sock)
+                self.selector.register(sock, _WRITE, linked)
+            elif linked is not None and link.state is LinkState.UP and (linked.pending or link.has_output):
+                self._write_link(linked)
+        self.core.settle(now)
+
+    def _on_link(self, linked: _LinkSocket, mask: int) -> None:
+        cluster = self.cluster
+        assert cluster is not None
+        link = linked.link
+        if link.state is LinkState.CONNECTING:
+            error = linked.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                self._close_link(linked)
+                cluster.link_failed(link, self._now, os.strerror(error))
+            else:
+                self.selector.modify(linked.sock, _READ, linked)
+                cluster.link_connected(link, self._now)
+        elif mask & _READ:
+            try:
+                data = linked.sock.recv(READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._close_link(linked)
+                cluster.link_failed(link, self._now, str(exc))
+            else:
+                if not data:
+                    self._close_link(linked)
+                cluster.link_received(link, data, self._now)
+        if mask & _WRITE and linked.pending and link.state is LinkState.UP:
+            self._write_link(linked)
+        self.core.settle(self._now)
+
+    def _write_link(self, linked: _LinkSocket) -> None:
+        data = linked.pending + linked.link.take_output()
+        try:
+            sent = linked.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            assert self.cluster is not None
+            self._close_link(linked)
+            self.cluster.link_failed(linked.link, time.monotonic(), str(exc))
+            return
+        linked.pending = data[sent:]
+        self.selector.modify(linked.sock, _READ | (_WRITE if linked.pending else 0), linked)
+
+    def _close_link(self, linked: _LinkSocket) -> None:
+        if self._links.pop(linked.link, None) is None:
+            return
+        self.selector.unregister(linked.sock)
+        linked.sock.close()
 
     # --- closing -----------------------------------------------------------------------------
 

@@ -125,12 +125,49 @@ ACCEPT_BACKOFF: Final = 0.1
 LISTEN_BACKLOG: Final = 4096
 
 
-# --- clustered servers (§18) -----------------------------------------------------------------
+# --- clustered servers (§18): one room across nodes, through Redis ----------------------------
+
+#: Seconds a node's lease lives without a refresh; once it has expired, the other nodes remove
+#: that node's members (§18.5). A Kubernetes node lease lasts 40 s against a 10 s heartbeat; a
+#: chat room wants to hear of a dead node in seconds, and a refresh is one Redis SET.
+CLUSTER_LEASE_TTL: Final = 3.0
+#: Seconds between lease refreshes, and between checks of the other nodes' leases: a third of
+#: the TTL, as etcd's clients renew their leases, so two refreshes can be lost before it expires.
+CLUSTER_LEASE_REFRESH: Final = 1.0
+#: Seconds a node keeps its members while it cannot reach Redis; then it tells them (shutdown)
+#: and closes them (§18.6). Equal to the lease TTL: by then the others may have removed them.
+CLUSTER_RESUME_BOUND: Final = 3.0
+#: Entries a room's log keeps at least (XADD MAXLEN ~): a node that falls further behind sees a
+#: gap and shuts its members down (§18.7). Ten times the default maxLen of Socket.IO's Redis
+#: streams adapter (10,000).
+CLUSTER_LOG_MAXLEN: Final = 100_000
+#: Octets of input a connection may have held while its hello is decided or Redis is away
+#: (§18.4); over it the connection is closed with shutdown. Half the default output cap.
+CLUSTER_HELD_INPUT: Final = 4 << 20
+#: Reconnect backoff, doubling from the first to the second: redis-py's default backoff caps
+#: at 0.512 s.
+CLUSTER_BACKOFF_MIN: Final = 0.05
+CLUSTER_BACKOFF_MAX: Final = 0.5
+#: Seconds a reply may be late (beyond a blocking read's own wait) before the link is dropped.
+CLUSTER_REPLY_TIMEOUT: Final = 2.0
+#: A blocking log read's wait (XREAD BLOCK), seconds, and the entries one read returns at most.
+CLUSTER_READ_BLOCK: Final = 1.0
+CLUSTER_READ_COUNT: Final = 1000
+#: The room a node serves without --room.
+DEFAULT_ROOM: Final = "main"
 
 #: Seconds within which, after a node dies without a word (kill -9), every other node has sent
-#: `left` for each of its members (§18). Socket.IO's Redis adapter states no bound and leaves
-#: ghosts; Kubernetes' node lease (40 s) is for machines, not chat rooms; 5 s is the issue's own.
-CLUSTER_DEPARTURE_BOUND: Final = 5.0
-#: Seconds within which, after Redis comes back, each node has recovered its room or ended its
-#: connections with `shutdown` (§18): never a silent gap.
-CLUSTER_RECOVERY_BOUND: Final = 10.0
+#: `left` for each of its members (§18.5): the lease expires (CLUSTER_LEASE_TTL), the next
+#: check notices (CLUSTER_LEASE_REFRESH) and the log read that carries the departures returns
+#: (CLUSTER_READ_BLOCK). Socket.IO's Redis adapter states no bound and leaves ghosts.
+CLUSTER_DEPARTURE_BOUND: Final = CLUSTER_LEASE_TTL + CLUSTER_LEASE_REFRESH + CLUSTER_READ_BLOCK
+#: Seconds within which, after Redis restarts empty, every member has been told (shutdown) or
+#: its node serves the room again (§18.6): the resume bound, and as long again for reconnecting.
+CLUSTER_RECOVERY_BOUND: Final = 2 * CLUSTER_RESUME_BOUND + CLUSTER_REPLY_TIMEOUT
+
+#: Shutdown reasons of a clustered node (§18.6, §18.7): the members' room is no longer served.
+CLUSTER_LOST_REASON: Final = "room unavailable: the server lost its cluster link"
+CLUSTER_RESET_REASON: Final = "room reset: the cluster lost the room's log"
+CLUSTER_GAP_REASON: Final = "room unavailable: this server fell behind the room's log"
+CLUSTER_DOWN_REASON: Final = "room unavailable: this server was declared down"
+CLUSTER_HELD_REASON: Final = "room unavailable: too much input held while the cluster decides"

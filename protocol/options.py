@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .cluster import ClusterAddress
 from .codecs import Codec, get_codec
 from .constants import (
     DEFAULT_CODEC,
     DEFAULT_HELLO_TIMEOUT,
     DEFAULT_MAX_FRAME,
     DEFAULT_MAX_OUTPUT_BUFFER,
+    DEFAULT_ROOM,
     MAX_PAYLOAD_OBJECTS,
     MAX_PORT,
     MAX_TIMEOUT,
@@ -35,6 +38,9 @@ class ServerOptions:
     hello_timeout: float = DEFAULT_HELLO_TIMEOUT
     max_output_buffer: int = DEFAULT_MAX_OUTPUT_BUFFER
     log_level: str = "INFO"
+    #: ``redis://HOST:PORT/DB`` of a clustered room (§18); ``None``: the room is this process's.
+    cluster: str | None = None
+    room: str = DEFAULT_ROOM
 
     def make_codec(self) -> Codec:
         """The server's codec: it decodes client payloads, so it counts their values (§4.2, §4.3)."""
@@ -134,7 +140,21 @@ def parse_server_options(prog: str, description: str, argv: Sequence[str] | None
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="logging level (default %(default)s)",
     )
+    parser.add_argument(
+        "--cluster",
+        type=cluster_url,
+        metavar="redis://HOST:PORT/DB",
+        help="serve the room together with every server given the same Redis and --room (spec §18)",
+    )
+    parser.add_argument(
+        "--room",
+        type=room_name,
+        default=defaults.room,
+        help="with --cluster: the room's name, 1 to 64 of A-Z a-z 0-9 . _ - (default %(default)s)",
+    )
     args = parser.parse_args(argv)
+    if args.room != defaults.room and args.cluster is None:
+        parser.error("--room needs --cluster")
     return ServerOptions(
         host=args.host,
         port=args.port,
@@ -143,7 +163,27 @@ def parse_server_options(prog: str, description: str, argv: Sequence[str] | None
         hello_timeout=args.hello_timeout,
         max_output_buffer=args.max_output_buffer,
         log_level=args.log_level,
+        cluster=args.cluster,
+        room=args.room,
     )
+
+
+def cluster_url(text: str) -> str:
+    """An argparse ``type``: a ``redis://HOST:PORT/DB`` address."""
+    try:
+        return str(ClusterAddress.parse(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_ROOM_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def room_name(text: str) -> str:
+    """An argparse ``type``: a room name, which becomes part of Redis key names."""
+    if _ROOM_NAME.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(f"must be 1 to 64 of A-Z a-z 0-9 . _ -, not {text!r}")
+    return text
 
 
 def configure_logging(options: ServerOptions) -> None:

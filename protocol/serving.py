@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
+from .cluster import ClusterAddress, ClusterRules
 from .options import ServerOptions, configure_logging, parse_server_options
 from .server import ServerCore
 
@@ -73,13 +74,26 @@ def raise_open_file_limit() -> tuple[int, int]:
 
 
 def make_core(options: ServerOptions, implementation: str) -> ServerCore:
-    """The core a server runs, configured as ``options`` say."""
+    """The core a server runs, configured as ``options`` say (a node of a clustered room with
+    ``--cluster``, §18)."""
+    codec = options.make_codec()
+    rules = None
+    if options.cluster is not None:
+        rules = ClusterRules(
+            codec,
+            server_name=server_name(implementation),
+            address=ClusterAddress.parse(options.cluster),
+            room=options.room,
+            max_frame=options.max_frame,
+        )
+        log.info("room %s on %s, as node %s", options.room, options.cluster, rules.node)
     return ServerCore(
-        options.make_codec(),
+        codec,
         server_name=server_name(implementation),
         max_frame=options.max_frame,
         hello_timeout=options.hello_timeout,
         max_output_buffer=options.max_output_buffer,
+        rules=rules,
     )
 
 

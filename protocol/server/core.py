@@ -132,8 +132,11 @@ class ServerCore:
         max_output_buffer: int = DEFAULT_MAX_OUTPUT_BUFFER,
         close_linger: float = CLOSE_LINGER,
         shutdown_flush_timeout: float = SHUTDOWN_FLUSH_TIMEOUT,
+        rules: ServerRules | None = None,
     ) -> None:
-        self.rules = ServerRules(codec, server_name=server_name, max_frame=max_frame)
+        """``rules`` replaces the one-process rules made from ``codec``, ``server_name`` and
+        ``max_frame`` (a clustered room's, :mod:`protocol.cluster`)."""
+        self.rules = rules or ServerRules(codec, server_name=server_name, max_frame=max_frame)
         self.max_output_buffer = max_output_buffer
         self.shutdown_flush_timeout = shutdown_flush_timeout
         self._outboxes: dict[ClientId, Outbox] = {}
@@ -189,7 +192,7 @@ class ServerCore:
     @property
     def finished(self) -> bool:
         """Shutdown was requested and every connection is gone: the server can exit."""
-        return self._stop_deadline is not None and not self._outboxes
+        return self._stop_deadline is not None and not self._outboxes and self.rules.settled
 
     @property
     def has_output(self) -> bool:
@@ -230,6 +233,7 @@ class ServerCore:
                 self._linger.next_deadline(),
                 self._accept_paused_until,
                 self._stop_deadline if self._outboxes else None,
+                self.rules.next_deadline(),
             )
             if d is not None
         ]
@@ -293,6 +297,7 @@ class ServerCore:
     def expire(self, now: float) -> None:
         """Run every timer due by ``now``: hello timeouts, lingers, pauses, the shutdown deadline."""
         self._now = now
+        self._carry_out(self.rules.expire(now))
         for client in self._hello.expire(now):
             self._carry_out(self.rules.hello_timeout(client))
         for client in self._linger.expire(now):
@@ -304,6 +309,12 @@ class ServerCore:
         if self._stop_deadline is not None and now >= self._stop_deadline and self._outboxes:
             log.warning("shutdown flush timed out; aborting %d connections", len(self._outboxes))
             self._abort_all()
+
+    def settle(self, now: float) -> None:
+        """Carry out what the rules decided outside any connection's event: after the server fed
+        a clustered room's Redis links (:mod:`protocol.cluster`)."""
+        self._now = now
+        self._carry_out(self.rules.take_actions())
 
     def accept_failed(self, error: OSError, now: float) -> None:
         """Accepting failed for lack of resources (EMFILE, ENOBUFS...): pause it a while."""

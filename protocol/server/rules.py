@@ -29,7 +29,7 @@ from ..constants import (
 from ..errors import ProtocolError, RemoteProtocolError
 from ..logtext import escape
 from ..messages import Error, Hello, Joined, Left, Member, Ping, Pong, Roster, Say, Shutdown, Welcome, Who
-from .room import Room
+from .room import Room, Seat
 
 ClientId = int
 
@@ -78,6 +78,7 @@ class _Client:
     connection: Connection
     host: str
     relay: RelayEncoder | None = None  # from the join on
+    held: bool = False  # input is not handled until released (a subclass decides, §18.4)
 
 
 class ServerRules:
@@ -116,6 +117,25 @@ class ServerRules:
         """Whether ``client`` is a member."""
         return client in self.room
 
+    # --- what only a clustered room needs (protocol.cluster); nothing here otherwise ---------
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`expire` is next due for the rules' own timers, if they have any."""
+        return None
+
+    def expire(self, now: float) -> list[Action]:
+        """Run the rules' own timers due by ``now``."""
+        return []
+
+    def take_actions(self) -> list[Action]:
+        """What the rules decided outside a connection's event (a clustered room's log)."""
+        return []
+
+    @property
+    def settled(self) -> bool:
+        """Whether nothing is left to finish before a stopping server exits."""
+        return True
+
     # --- events ------------------------------------------------------------------------------
 
     def connect(self, client: ClientId, host: str) -> None:
@@ -129,9 +149,13 @@ class ServerRules:
         state = self._clients.get(client)
         if state is None:
             return []
+        state.connection.receive_data(data)
+        return self._process(client, state)
+
+    def _process(self, client: ClientId, state: _Client) -> list[Action]:
+        """Handle what ``client`` has sent, in order, until more is needed or it is held."""
         actions: list[Action] = []
         connection = state.connection
-        connection.receive_data(data)
         try:
             while True:
                 try:
@@ -149,6 +173,8 @@ class ServerRules:
                     actions.append(Close(client, flush=True))
                     return actions
                 self._handle(client, state, event, actions)
+                if state.held:  # its later input waits for a decision (clustered rooms, §18.4)
+                    return actions
         except Exception:
             # A bug here must cost one connection, not the server (§9.1 internal_error).
             log.exception("internal error while serving connection %d", client)
@@ -250,8 +276,12 @@ class ServerRules:
         actions.append(Send(joined, self.room.members, exclude=client))
         log.info("connection %d joined as %s (%d present)", client, escape(seat.identity), count)
 
+    def _roster_seats(self) -> list[Seat]:
+        """Every member in join order, as ``roster`` lists them (§8.5)."""
+        return self.room.seats()
+
     def _roster_frame(self) -> bytes:
-        members = tuple(Member(seat.name, seat.host) for seat in self.room.seats())
+        members = tuple(Member(seat.name, seat.host) for seat in self._roster_seats())
         data = encode_message(self.codec, Roster(members, truncated=False))
         if len(data) - HEADER_SIZE <= self.max_frame:
             return data
