@@ -441,6 +441,9 @@ class ConformancePlugin:
             if context is not None:
                 result.transcript = context.transcript.render()
                 report.sections.append(("transcript", result.transcript))
+        elif problem and isinstance(node, int):
+            # The same case against another node of the cluster failed too: say so as well.
+            result.message += f"\n{problem}"
         return report
 
     def pytest_runtest_logfinish(self, nodeid: str, location: tuple[str, int | None, str]) -> None:

@@ -186,7 +186,8 @@ def test_bundled_server_passes_the_whole_suite(tmp_path: Path, implementation: s
     assert not result.failed, failures(result)
     assert result.summary()["pass"] >= 90, result.summary()
     skipped = {c["id"]: c["message"] for c in result.cases if c["outcome"] == "skip"}
-    assert all("pickle codec only" in reason or "IPv6" in reason for reason in skipped.values()), skipped
+    allowed = ("pickle codec only", "IPv6", "several nodes only")
+    assert all(any(why in reason for why in allowed) for reason in skipped.values()), skipped
 
 
 PICKLE_SELECTION = ("PICKLE-*", "CODEC-*", "NAME-SURROGATE", "MSG-*", "VEC-*", "GARBAGE-*")

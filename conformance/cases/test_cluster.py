@@ -136,6 +136,7 @@ def test_cluster_name_race(ctx: Context) -> None:
         contenders[1].send(Hello(rival_name))
         replies = [peer.expect(_welcome_or_error, what="welcome or error") for peer in contenders]
         won = [reply for reply in replies if isinstance(reply, Welcome)]
+        winners = [peer for peer, reply in zip(contenders, replies, strict=True) if reply in won]
         assert len(won) == 1, (
             f"round {round_number}: {name!r} on nodes {first_node} and {second_node}: {replies!r}"
         )
@@ -143,7 +144,7 @@ def test_cluster_name_race(ctx: Context) -> None:
         assert (lost.code, lost.fatal) == (ErrorCode.NAME_TAKEN, False), (
             f"round {round_number}: the loser must get name_taken (non-fatal), got {lost!r}"
         )
-        seen = [m for m in ctx.settle(*contenders, observer)[2] if isinstance(m, Joined)]
+        seen = [m for m in ctx.settle(*winners, observer)[1] if isinstance(m, Joined)]
         assert [m.name for m in seen] == [won[0].name], (
             f"round {round_number}: the observer must see one joined, for the winner: {seen!r}"
         )
