@@ -209,8 +209,10 @@ class AsyncioServer:
 
     def _schedule_flush(self) -> None:
         """Flush at the end of this loop iteration, when the core has something to carry out
-        (or has finished its shutdown: the flush ends the server)."""
-        if (self.core.has_output or self.core.finished) and not self._flush_scheduled:
+        (or has finished its shutdown: the flush ends the server), or a clustered room's links
+        may have commands to write."""
+        core = self.core
+        if (core.has_output or core.finished or self.cluster is not None) and not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
@@ -323,7 +325,7 @@ class AsyncioServer:
             del self._links[linked.link]
         self.cluster.link_received(linked.link, data, self._loop.time())
         self.core.settle(self._loop.time())
-        self._schedule_flush_always()
+        self._schedule_flush()
 
     def link_lost(self, linked: _LinkProtocol, exc: Exception | None) -> None:
         if self._links.get(linked.link) is not linked or self.cluster is None:
@@ -332,11 +334,6 @@ class AsyncioServer:
         if linked.link.state is not LinkState.DOWN:
             self.cluster.link_failed(linked.link, self._loop.time(), str(exc or "closed by Redis"))
         self._flush()
-
-    def _schedule_flush_always(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
 
     # --- the core's timers: one loop timer for its next deadline ---------------------------
 

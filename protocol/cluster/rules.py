@@ -163,7 +163,9 @@ class ClusterRules(ServerRules):
         self._actions: list[Action] = []
         self._now = 0.0
         self._lease_due = 0.0
-        self._down_since: float | None = 0.0  # not up yet: counts as down from the start
+        self._down_since: float | None = None  # since when the links are down (from the start on)
+        self._started = False
+        self._unavailable = False  # down past the resume bound: hellos are refused (§18.6)
         self._abandoned: list[str] = []  # node ids of ours whose members must be removed
         self._stopping = False
         self._stop_by: float | None = None
@@ -172,13 +174,15 @@ class ClusterRules(ServerRules):
     # --- what the core asks ------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
+        if not self._started:
+            return 0.0  # expire() at once: it tells the rules the time and connects the links
         deadlines = [d for d in (link.next_deadline() for link in self.links) if d is not None]
         if self._stopping:
             if not self.settled:
                 deadlines.append(self._now if self._stop_by is None else self._stop_by)
         elif self._ready:
             deadlines.append(self._lease_due)
-        elif self._down_since is not None and self._local:
+        elif self._down_since is not None and not self._unavailable:
             deadlines.append(self._down_since + CLUSTER_RESUME_BOUND)
         return min(deadlines) if deadlines else None
 
@@ -193,16 +197,18 @@ class ClusterRules(ServerRules):
             self._refresh_lease(now)
         elif (
             not self._ready
+            and not self._unavailable
             and self._down_since is not None
-            and self._local
             and now >= self._down_since + CLUSTER_RESUME_BOUND
         ):
             log.error(
-                "no cluster link for %.1f s: closing %d local connections of the room",
+                "no cluster link for %.1f s: closing %d local connections of the room; "
+                "hellos are refused until Redis is back",
                 now - self._down_since,
                 len(self._local),
             )
             self._restart(CLUSTER_LOST_REASON)
+            self._unavailable = True
         return self.take_actions()
 
     def take_actions(self) -> list[Action]:
@@ -299,6 +305,9 @@ class ClusterRules(ServerRules):
         if problem is not None:
             self._refuse(client, ProtocolError(ErrorCode.NAME_INVALID, problem), actions)
             return
+        if self._unavailable:
+            self._cut(client, CLUSTER_LOST_REASON, actions)
+            return
         state.held = True  # until the log decides (§18.4)
         self._joining[client] = name
         self._local[client] = f"{self.node}:{client}".encode()
@@ -394,8 +403,16 @@ class ClusterRules(ServerRules):
         self._reading = True
         generation = self._generation
         self.reader.command(
-            ("XREAD", "COUNT", CLUSTER_READ_COUNT, "BLOCK", int(CLUSTER_READ_BLOCK * 1000), "STREAMS",
-             self._keys[2], self.last_id),
+            (
+                "XREAD",
+                "COUNT",
+                CLUSTER_READ_COUNT,
+                "BLOCK",
+                int(CLUSTER_READ_BLOCK * 1000),
+                "STREAMS",
+                self._keys[2],
+                self.last_id,
+            ),
             lambda reply: self._entries(generation, reply),
             wait=CLUSTER_READ_BLOCK,
         )
@@ -539,6 +556,9 @@ class ClusterRules(ServerRules):
     # --- links, leases, snapshots ------------------------------------------------------------
 
     def _tick(self, now: float) -> None:
+        if not self._started:
+            self._started = True
+            self._down_since = now  # not in the room yet: the resume bound runs from the start
         self._now = now
         for link in self.links:
             link.tick(now)
@@ -620,6 +640,7 @@ class ClusterRules(ServerRules):
     def _resume(self) -> None:
         self._ready = True
         self._down_since = None
+        self._unavailable = False
         for proposal in self._proposals:
             self._send(proposal)
         for client in self._syncing:

@@ -56,7 +56,9 @@ end
 
 #: ARGV 6 client, 7 name, 8 host, 9 key, 10 skeleton. A taken name is an entry too (``x``), so
 #: that the proposer learns every outcome from the log, even after losing the reply.
-JOIN = _PRELUDE + r"""
+JOIN = (
+    _PRELUDE
+    + r"""
 local stale = fresh()
 if stale then return stale end
 local member = ARGV[2] .. ':' .. ARGV[6]
@@ -76,10 +78,13 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'q', seq, 'k', 'j', 'm'
   'n', ARGV[7], 'h', ARGV[8], 'c', count)
 return 'ok'
 """
+)
 
 #: ARGV 6 client, 7.. the texts of consecutive says, one entry each. A member already removed
 #: (its node was declared down) says nothing.
-SAY = _PRELUDE + r"""
+SAY = (
+    _PRELUDE
+    + r"""
 local stale = fresh()
 if stale then return stale end
 local member = ARGV[2] .. ':' .. ARGV[6]
@@ -87,19 +92,25 @@ if redis.call('HEXISTS', KEYS[4], member) == 0 then return 'gone' end
 for i = 7, #ARGV do append('k', 's', 'm', member, 't', ARGV[i]) end
 return 'ok'
 """
+)
 
 #: ARGV 6 client, 7 reason. Nothing if the member is gone already (reaped, or never joined).
-LEAVE = _PRELUDE + r"""
+LEAVE = (
+    _PRELUDE
+    + r"""
 local stale = fresh()
 if stale then return stale end
 if remove(ARGV[2] .. ':' .. ARGV[6], ARGV[7]) then return 'ok' end
 return 'gone'
 """
+)
 
 #: ARGV 6 reason, 7 ``1`` to remove the nodes whatever their leases (a node leaving) or ``0`` to
 #: remove only those whose lease has expired, 8.. node ids. Idempotent: a second caller finds
 #: nothing to remove. Members go in join order. Returns how many were removed.
-REAP = _PRELUDE + r"""
+REAP = (
+    _PRELUDE
+    + r"""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'epoch' end
 local removed = 0
 for i = 8, #ARGV do
@@ -125,6 +136,7 @@ for i = 8, #ARGV do
 end
 return removed
 """
+)
 
 #: KEYS 1 epoch, 2 seq, 3 log, 4 members; ARGV 1 an epoch for a room that does not exist yet.
 #: Returns the room's epoch, its last sequence number and log id, and every member record, all
