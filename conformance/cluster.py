@@ -117,6 +117,9 @@ class Cluster:
             if node.alive():
                 node.signal(signal.SIGTERM)
         for node in every:
+            # One SIGTERM each: stop() signals again only a node still running after ``timeout``.
+            if node.process is not None:
+                node.wait(timeout)
             node.stop(timeout)
         self.redis.close()
 

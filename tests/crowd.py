@@ -173,11 +173,15 @@ class Crowd:
 
     # --- connections ----------------------------------------------------------------------
 
-    def open(self, names: Iterable[str], *, rcvbuf: int | None = None) -> list[Peer]:
-        """Start connecting one peer per name; ``pump`` completes the connections."""
+    def open(
+        self, names: Iterable[str], *, rcvbuf: int | None = None, address: tuple[str, int] | None = None
+    ) -> list[Peer]:
+        """Start connecting one peer per name (to ``address``, or to the next node in turn);
+        ``pump`` completes the connections."""
         opened = []
+        fixed = address
         for name in names:
-            address = next(self._next_address)
+            address = fixed or next(self._next_address)
             sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
             if rcvbuf is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect: the window
