@@ -54,7 +54,7 @@ from ..messages import Joined, Left, Ping, Say, Shutdown, Welcome, Who
 from ..names import name_key, name_problem, name_skeleton
 from ..server.room import Seat
 from ..server.rules import Action, ClientId, Close, Relay, Send, ServerRules, _Client
-from .link import LinkState, RedisLink, Reply
+from .link import Callback, LinkState, RedisLink, Reply
 from .scripts import SCRIPTS
 
 log = logging.getLogger("protocol.cluster")
@@ -687,7 +687,7 @@ class ClusterRules(ServerRules):
         if others and self._ready:
             self._reap(sorted(others), force=False)
 
-    def _reap(self, nodes: Sequence[str], *, force: bool, done: object = None) -> None:
+    def _reap(self, nodes: Sequence[str], *, force: bool, done: Callback | None = None) -> None:
         """Remove the members of ``nodes`` whose lease has expired (all of them, with ``force``)."""
         assert self.epoch is not None
         self.commands.command(
@@ -705,7 +705,7 @@ class ClusterRules(ServerRules):
                 "1" if force else "0",
                 *nodes,
             ),
-            done if callable(done) else self._reaped,
+            done or self._reaped,
         )
 
     def _reaped(self, reply: Reply) -> None:
