@@ -268,3 +268,36 @@ def _join_when_served(ctx: Context, node: int, deadline: float) -> WirePeer:
         assert time.monotonic() < deadline, (
             f"node {node} still answers hello with shutdown {CLUSTER_RECOVERY_BOUND} s after the restart"
         )
+
+
+@case(
+    "CLUSTER-HELLO-PIPELINED",
+    "18.4",
+    MUST,
+    "hello and say in one write: the say is relayed after the joined on other nodes, or answered "
+    "hello_required when the hello is refused",
+    also=("7.1", "11"),
+    isolated=True,
+    cluster_only=True,
+)
+def test_cluster_hello_pipelined(ctx: Context) -> None:
+    cluster = _cluster(ctx)
+    watcher = _on(ctx, cluster.count - 1, "watcher")
+    newcomer = ctx.peer("newcomer@node0", address=cluster.addresses[0])
+    name = ctx.name("newcomer")
+    frames = [newcomer.frame(message.to_wire()) for message in (Hello(name), Say("right after hello"))]
+    newcomer.send_raw(b"".join(frames), "hello and say in one write")
+    welcome = newcomer.expect(_welcome_or_error, what="welcome")
+    assert isinstance(welcome, Welcome), f"hello {name!r} refused: {welcome!r}"
+    newcomer.welcome = welcome
+    story = _story(ctx.settle(newcomer, watcher)[1], name)
+    assert story == [("joined", name), ("message", "right after hello")], (
+        f"{watcher.label}: expected joined for {name!r}, then its message; got {story!r}"
+    )
+    refused = ctx.peer("refused@node0", address=cluster.addresses[0])
+    frames = [refused.frame(message.to_wire()) for message in (Hello(watcher.name), Say("not a member"))]
+    refused.send_raw(b"".join(frames), "a taken name's hello and a say in one write")
+    refused.expect_error(ErrorCode.NAME_TAKEN, fatal=False)
+    refused.expect_error(ErrorCode.HELLO_REQUIRED, fatal=True)
+    heard = [m for m in ctx.settle(newcomer, watcher)[1] if isinstance(m, Relayed)]
+    assert not heard, f"{watcher.label}: a refused hello's say was relayed: {heard!r}"
