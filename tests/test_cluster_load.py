@@ -232,7 +232,7 @@ def test_redis_restarted_under_load_every_member_is_told_and_the_new_room_is_ser
         assert all(view == sorted(p.name for p in newcomers) for view in views.values()), views
     print(
         f"\nRedis restarted under load ({clients} clients over {NODES} nodes, "
-        f"{in_flight(clients, messages)} messages each in flight): all told with shutdown {slowest:.2f} s after the restart; the new room served on "
-        f"every node after {served_at:.2f} s"
+        f"{in_flight(clients, messages)} messages each in flight): all told with shutdown "
+        f"{slowest:.2f} s after the restart; the new room served on every node after {served_at:.2f} s"
     )
     assert slowest <= CLUSTER_RECOVERY_BOUND + LOAD_SLACK, f"{slowest:.2f} s"
