@@ -3,8 +3,7 @@ persistence, stopped by the caller (a clustered room's Redis, spec §18).
 
 ``start_redis()`` returns ``(url, stop)``: ``url`` is ``redis://127.0.0.1:PORT/0`` for
 ``--cluster``, ``stop()`` ends the server (SIGTERM, then SIGKILL) and can be called twice.
-``RedisProcess`` also restarts it on the same port, as a Redis that lost its data. Every one
-still running when the process exits is stopped then, so none outlives a run.
+``RedisProcess`` also restarts it on the same port, as a Redis that lost its data.
 """
 
 from __future__ import annotations
@@ -26,18 +25,18 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 
 
-class RedisUnavailable(RuntimeError):
-    """redis-server is not installed or did not start."""
-
-
-#: Every RedisProcess started and not yet stopped.
+#: Servers started and not yet stopped: stopped at exit, so a failed run leaves none behind.
 _LIVE: set[RedisProcess] = set()
 
 
 @atexit.register
-def _stop_all() -> None:
+def _stop_live() -> None:
     for redis in list(_LIVE):
-        redis.stop(kill=True)
+        redis.close()
+
+
+class RedisUnavailable(RuntimeError):
+    """redis-server is not installed or did not start."""
 
 
 class RedisProcess:
@@ -109,7 +108,6 @@ class RedisProcess:
     def stop(self, *, kill: bool = False) -> None:
         """End the server: SIGTERM (SIGKILL with ``kill``, or if it does not end in time)."""
         process, self.process = self.process, None
-        _LIVE.discard(self)
         if process is None or process.poll() is not None:
             return
         if kill:
@@ -136,11 +134,31 @@ class RedisProcess:
 
     def close(self) -> None:
         self.stop()
+        _LIVE.discard(self)
         self._dir.cleanup()
+
+
+#: Ports tried when the free port found was taken before redis-server could bind it.
+START_ATTEMPTS = 5
 
 
 def start_redis() -> tuple[str, Callable[[], None]]:
     """Start redis-server on a free loopback port, with no persistence; returns (url, stop)."""
-    redis = RedisProcess()
-    redis.start()
+    redis = launch_redis()
     return redis.url, redis.close
+
+
+def launch_redis() -> RedisProcess:
+    """A started :class:`RedisProcess` on a free loopback port (another one if the first was
+    taken meanwhile)."""
+    for attempt in range(START_ATTEMPTS):
+        redis = RedisProcess()
+        try:
+            redis.start()
+        except RedisUnavailable:
+            redis.close()
+            if attempt == START_ATTEMPTS - 1:
+                raise
+            continue
+        return redis
+    raise AssertionError("unreachable")

@@ -37,6 +37,7 @@ from protocol.constants import (
     CLUSTER_REPLY_TIMEOUT,
     CLUSTER_RESET_REASON,
     CLUSTER_RESUME_BOUND,
+    SHUTDOWN_FLUSH_TIMEOUT,
 )
 from protocol.messages import SERVER_MESSAGES, from_wire
 from protocol.server import ServerCore
@@ -346,3 +347,43 @@ def test_resume_within_the_bound_sends_unacknowledged_proposals_again() -> None:
     node.feed(node.rules.commands, "OK", *(s.sha.encode() for s in SCRIPTS.values()), "OK", EPOCH)
     (again,) = commands(node.rules.commands)
     assert again == say  # same proposal number: the script runs it once (§18.3)
+
+
+@pytest.mark.parametrize("answered", [True, False])
+def test_a_stopping_node_removes_its_members_and_waits_a_bounded_time(answered: bool) -> None:
+    node = Node()
+    alice = node.join("alice")
+    node.server.shutdown()
+    (depart,) = commands(node.rules.commands)
+    assert depart[1] == SCRIPTS["reap"].sha.encode() and depart[-2:] == [b"1", node.rules.node.encode()]
+    assert node.messages(alice) == [Shutdown("server shutting down")]
+    node.server.receive(alice, b"")  # the client closes: no connection is left
+    core = node.server.core
+    assert not core.finished  # its members' departure is not in the room yet
+    if answered:
+        node.feed(node.rules.commands, 1)
+    else:
+        node.server.advance(SHUTDOWN_FLUSH_TIMEOUT - 0.01)
+        assert not core.finished
+        node.server.advance(0.02)  # Redis did not answer: the server exits all the same
+    assert core.finished
+    assert not any(link.wants_connect(node.server.now + 60) for link in node.rules.links)  # no reconnect
+
+
+def test_a_long_run_of_says_is_split_into_bounded_proposals() -> None:
+    node = Node()
+    alice = node.join("alice")
+    text = "x" * (300 * 1024)
+    node.server.receive(alice, b"".join(encode_message(CODEC, Say(text)) for _ in range(8)))
+    proposals = commands(node.rules.commands)
+    assert [len(p) - 15 for p in proposals] == [4, 4]  # 1 MiB of texts at most per script call
+    assert all(p[1] == SCRIPTS["say"].sha.encode() for p in proposals)
+
+
+def test_a_malformed_log_entry_costs_the_link_not_the_server() -> None:
+    node = Node()
+    alice = node.join("alice")
+    node.feed(node.rules.reader, [[b"chatwire:{main}:log", [[b"9-0", [b"q", b"not a number"]]]]])
+    assert node.rules.reader.state is LinkState.DOWN
+    assert node.rules.commands.wants_close  # both links start over, and the room resumes
+    assert node.messages(alice) == []  # held, within the resume bound

@@ -126,8 +126,17 @@ class RedisLink:
                 self._drop(now, "a reply nobody asked for")
                 return
             callback, _ = self._waiting.popleft()
-            if callback is not None:
+            if callback is None:
+                continue
+            try:
                 callback(reply)
+            except Exception:
+                # A reply of a shape nobody expected (or a bug applying it) costs the link, which
+                # reconnects and resumes, never the server.
+                log.exception("%s link: could not apply a reply from Redis", self.name)
+                if self.state is LinkState.UP:
+                    self._drop(now, "a reply that could not be applied")
+                return
 
     def lost(self, now: float, why: str = "connection failed") -> None:
         """The socket failed or could not be opened; the server has closed it."""

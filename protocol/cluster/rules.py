@@ -59,8 +59,10 @@ from .scripts import SCRIPTS
 
 log = logging.getLogger("protocol.cluster")
 
-#: Says of one connection proposed in one script at most.
+#: Says of one connection proposed in one script at most, and their octets: one script call
+#: stays a bounded command for Redis to read.
 _SAYS_PER_PROPOSAL = 256
+_SAY_OCTETS_PER_PROPOSAL = 1 << 20
 #: Exclude nobody: client ids start at 1.
 _NOBODY: ClientId = 0
 
@@ -157,6 +159,7 @@ class ClusterRules(ServerRules):
         self._proposals: deque[_Proposal] = deque()  # not yet acknowledged, in order
         self._number = 0
         self._says: dict[ClientId, list[bytes]] = {}  # texts not yet proposed, per connection
+        self._say_octets = 0  # and their octets
         self._joining: dict[ClientId, str] = {}  # hellos proposed, not yet decided
         self._syncing: dict[ClientId, Ping | Who] = {}  # held until the log reaches a point
         self._sync_at: dict[ClientId, int] = {}  # that point, once Redis said it
@@ -260,6 +263,7 @@ class ClusterRules(ServerRules):
         self._syncing.clear()
         self._sync_at.clear()
         self._says.clear()
+        self._say_octets = 0
         if not self._stopping:
             self._stopping = True
             for link in self.links:
@@ -287,8 +291,10 @@ class ClusterRules(ServerRules):
                 self._refuse(client, too_long, actions)
                 return
             says = self._says.setdefault(client, [])
-            says.append(_octets(message.text))
-            if len(says) >= _SAYS_PER_PROPOSAL:
+            text = _octets(message.text)
+            says.append(text)
+            self._say_octets += len(text)
+            if len(says) >= _SAYS_PER_PROPOSAL or self._say_octets >= _SAY_OCTETS_PER_PROPOSAL:
                 self._flush_says()
         elif isinstance(message, Ping | Who):
             # Answered once this node has applied the log as far as Redis had it when asked, so
@@ -391,6 +397,7 @@ class ClusterRules(ServerRules):
         if not self._says:
             return
         says, self._says = self._says, {}
+        self._say_octets = 0
         for client, texts in says.items():
             if client in self.room:
                 self._propose("say", (client, *texts))
@@ -666,6 +673,7 @@ class ClusterRules(ServerRules):
         self._joining.clear()
         self._proposals.clear()
         self._says.clear()
+        self._say_octets = 0
         if self.epoch is not None:
             self._abandoned.append(self.node)
         self.node = secrets.token_hex(8)
