@@ -486,7 +486,8 @@ class ConformancePlugin:
                 out.write(f"  {self.options.label:24} ")
             out.write(mark)
             self._column += 1
-            if self._column == 60:
+            # Lines of at most 100 columns, however long the run's label (a cluster's is).
+            if self._column >= min(60, 100 - 3 - max(24, len(self.options.label))):
                 out.write("\n")
                 self._column = 0
         out.flush()

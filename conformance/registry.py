@@ -90,7 +90,7 @@ class Case:
     ``cluster_only``: the case is about a room served by several nodes (§18) and runs only
     against a cluster (``--cluster-nodes``); elsewhere it is reported not applicable.
     ``per_node``: the case is about what one node decides for the connections it serves alone
-    (§10.1's hold on senders, §14.2's totals; §18.2): in a cluster run it runs once against
+    (§14.2's totals, §18.2): in a cluster run it runs once against
     every node with all its connections there, as a ``process`` case does (§16.2 rule 3).
     """
 

@@ -45,6 +45,9 @@ from protocol.server.memory import MemoryServer
 
 CODEC = MsgpackCodec()
 EPOCH = b"epoch-1"
+#: Where a say proposal's texts begin: EVALSHA, its SHA, the key count, 7 keys, 5 shared
+#: arguments (scripts.py) and the client.
+SAY_TEXTS = 16
 
 
 def resp(value: Any) -> bytes:
@@ -101,14 +104,14 @@ class Node:
         assert commands(self.rules.reader) == [[b"SELECT", b"0"]]
         self.feed(self.rules.reader, "OK")
 
-    def load(self, members: list[bytes], *, seq: int = 0) -> None:
+    def load(self, members: list[bytes], *, seq: int = 0, congested: tuple[bytes, ...] = ()) -> None:
         sent = commands(self.rules.commands)
         names = [command[0] for command in sent]
         assert names == [b"SELECT"] + [b"SCRIPT"] * len(SCRIPTS) + [b"SET", b"EVALSHA"]
         assert sent[-1][1] == SCRIPTS["snapshot"].sha.encode()
         self.seq = seq
         self.feed(self.rules.commands, "OK", *(s.sha.encode() for s in SCRIPTS.values()), "OK")
-        self.feed(self.rules.commands, [EPOCH, seq, b"%d-0" % seq, members])
+        self.feed(self.rules.commands, [EPOCH, seq, b"%d-0" % seq, members, list(congested)])
         assert self.rules.epoch == EPOCH
         (read,) = commands(self.rules.reader)
         assert read[0] == b"XREAD"
@@ -378,7 +381,7 @@ def test_a_long_run_of_says_is_split_into_bounded_proposals() -> None:
     text = "x" * (300 * 1024)
     node.server.receive(alice, b"".join(encode_message(CODEC, Say(text)) for _ in range(8)))
     proposals = commands(node.rules.commands)
-    assert [len(p) - 15 for p in proposals] == [4, 4]  # 1 MiB of texts at most per script call
+    assert [len(p) - SAY_TEXTS for p in proposals] == [4, 4]  # 1 MiB of texts at most per script call
     assert all(p[1] == SCRIPTS["say"].sha.encode() for p in proposals)
 
 
@@ -434,7 +437,7 @@ def test_input_held_for_the_log_goes_on_within_the_read_budget_and_the_window() 
     # Released, the says behind the ping are read as any input is: one read budget's worth
     # (four says, 1,200 octets) in a turn; then the window holds the rest until the log moves.
     (say,) = commands(node.rules.commands)
-    assert [text[:3] for text in say[15:]] == [b"000", b"001", b"002", b"003"]
+    assert [text[:3] for text in say[SAY_TEXTS:]] == [b"000", b"001", b"002", b"003"]
     assert node.rules.holding_says
 
 
@@ -453,3 +456,53 @@ def test_a_welcome_decided_by_the_log_starts_the_idle_timer() -> None:
     node.server.advance(0.02)  # idle_timeout after the welcome, with no frame since (§7.5)
     (error,) = node.messages(client)
     assert (error.code, error.fatal) == ("idle_timeout", True)
+
+
+def flow_entry(member: bytes, congested: bool) -> tuple[bytes, ...]:
+    return (b"k", b"f", b"m", member, b"on", b"1" if congested else b"0")
+
+
+def test_a_member_congested_on_another_node_holds_this_nodes_says() -> None:
+    node = Node()
+    alice = node.join("alice")
+    node.entries((b"k", b"j", b"m", b"other:1", b"n", b"bob", b"h", b"h", b"c", b"2"))
+    node.entries(flow_entry(b"other:1", True))
+    assert node.rules.holding_says
+    node.server.receive(alice, encode_message(CODEC, Say("waits")))
+    assert commands(node.rules.commands) == [] and alice in node.server.paused  # §10.1 rule 2
+    node.entries(flow_entry(b"other:1", False))
+    (say,) = commands(node.rules.commands)
+    assert say[-1] == b"waits" and alice not in node.server.paused
+
+
+def test_a_congested_member_that_leaves_holds_nothing_more() -> None:
+    node = Node()
+    node.join("alice")
+    node.entries((b"k", b"j", b"m", b"other:1", b"n", b"bob", b"h", b"h", b"c", b"2"))
+    node.entries(flow_entry(b"other:1", True), (b"k", b"l", b"m", b"other:1", b"r", b"quit", b"c", b"1"))
+    assert not node.rules.holding_says
+
+
+def test_the_snapshot_brings_the_congested_members_of_other_nodes() -> None:
+    node = Node()
+    node.rules.link_failed(node.rules.commands, node.server.now, "reset")
+    node.rules.link_failed(node.rules.reader, node.server.now, "reset")
+    node.server.advance(CLUSTER_RESUME_BOUND + 0.1)  # a new room: loaded from a snapshot
+    node.server.advance(CLUSTER_BACKOFF_MAX)
+    node.up()
+    record = b"\0".join([b"1", b"bob", b"h", b"bob", b"bob"])
+    node.load([b"other:1", record], seq=1, congested=(b"other:1",))
+    assert node.rules.holding_says
+
+
+def test_a_local_member_congested_is_told_to_the_room_and_its_draining_too() -> None:
+    node = Node(core={"output_soft_limit": 4096})
+    alice = node.join("alice")
+    bob = node.join("bob")
+    commands(node.rules.commands)
+    node.entries(*[say_entry(node.member(bob), b"x" * 1000) for _ in range(5)])  # alice does not read
+    (flow,) = commands(node.rules.commands)
+    assert flow[1] == SCRIPTS["flow"].sha.encode() and flow[-2:] == [b"%d" % alice, b"1"]
+    node.messages(alice)  # alice reads: below half of the soft limit
+    (flow,) = commands(node.rules.commands)
+    assert flow[-2:] == [b"%d" % alice, b"0"]

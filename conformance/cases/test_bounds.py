@@ -131,7 +131,6 @@ def _flood(sender: WirePeer, batches: int, tag: str) -> threading.Thread:
     "a reader that keeps up is never cut off by a flooder: the flood waits, nothing is lost",
     also=("11",),
     settings=Settings(output_soft_limit=SOFT, max_output_buffer=4 * SOFT, slow_consumer_timeout=30.0),
-    per_node=True,
 )
 def test_backpressure_sender_waits(ctx: Context) -> None:
     flooder, reader = ctx.members("flooder", "reader")

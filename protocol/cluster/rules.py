@@ -148,12 +148,16 @@ class ClusterRules(ServerRules):
         #: Octets of text this node may have proposed and not yet applied before its says wait
         #: (§18.2): so a congestion it sees comes in time to hold its own senders (§10.1).
         self.say_window = say_window
-        self._unapplied = 0  # octets of text proposed and not yet applied (or refused)
+        # Octets of text proposed and not yet applied (or refused), per member and in all; a
+        # member's part is forgotten when it departs, whatever becomes of its proposals.
+        self._unapplied: dict[ClientId, int] = {}
+        self._unapplied_total = 0
+        self._congested: set[bytes] = set()  # members of other nodes that hold says (§18.2)
         self._released: list[ClientId] = []  # held input that may be handled again
         # One hash tag for all of a room's keys: a Redis Cluster would keep them on one shard.
         self.prefix = f"chatwire:{{{room}}}:"
         self._keys = tuple(
-            self.prefix + name for name in ("epoch", "seq", "log", "members", "names", "dedup")
+            self.prefix + name for name in ("epoch", "seq", "log", "members", "names", "dedup", "congested")
         )
         self.commands = RedisLink("command", address.host, address.port, address.db)
         self.reader = RedisLink("log", address.host, address.port, address.db)
@@ -365,6 +369,7 @@ class ClusterRules(ServerRules):
         joining = self._joining.pop(client, None) is not None
         if client in self.room or joining:
             self._flush_says()
+            self._unapplied_total -= self._unapplied.pop(client, 0)
             self.room.leave(client)
             # Announced when the log says so: after every say it proposed, and after its join
             # if that was still undecided (a join refused makes this a no-op).
@@ -406,7 +411,18 @@ class ClusterRules(ServerRules):
 
     @property
     def holding_says(self) -> bool:
-        return self._unapplied >= self.say_window
+        return self._unapplied_total >= self.say_window or bool(self._congested)
+
+    def congestion(self, client: ClientId, congested: bool) -> None:
+        if client in self.room and not self._stopping:
+            self._propose("flow", (client, 1 if congested else 0))
+
+    def _settle_text(self, client: ClientId, octets: int) -> None:
+        """``octets`` of ``client``'s proposed text were applied, or will never be."""
+        owed = self._unapplied.get(client)
+        if owed is not None:
+            self._unapplied[client] = owed - octets
+            self._unapplied_total -= octets
 
     # --- proposals ---------------------------------------------------------------------------
 
@@ -439,7 +455,9 @@ class ClusterRules(ServerRules):
         while self._proposals and self._proposals[0].number <= proposal.number:
             self._proposals.popleft()
         if proposal.script == "say" and reply not in (b"ok", b"dup"):
-            self._unapplied -= _text_octets(proposal)  # no entry of it will be applied
+            client = proposal.args[0]
+            assert isinstance(client, int)
+            self._settle_text(client, _text_octets(proposal))  # no entry of it will be applied
         if reply == b"epoch":
             self._room_lost()
         elif isinstance(reply, hiredis.ReplyError):
@@ -452,7 +470,9 @@ class ClusterRules(ServerRules):
         self._say_octets = 0
         for client, texts in says.items():
             if client in self.room:
-                self._unapplied += sum(map(len, texts))
+                octets = sum(map(len, texts))
+                self._unapplied[client] = self._unapplied.get(client, 0) + octets
+                self._unapplied_total += octets
                 self._propose("say", (client, *texts))
 
     # --- the log -----------------------------------------------------------------------------
@@ -507,7 +527,7 @@ class ClusterRules(ServerRules):
         if kind == b"s":
             text = entry[b"t"]
             if member.startswith(self._member_prefix):
-                self._unapplied -= len(text)
+                self._settle_text(int(member[len(self._member_prefix) :]), len(text))
             self._apply_say(member, _text(text))
         elif kind == b"j":
             self._apply_join(member, _text(entry[b"n"]), _text(entry[b"h"]), int(entry[b"c"]))
@@ -515,6 +535,8 @@ class ClusterRules(ServerRules):
             self._apply_leave(member, _text(entry[b"r"]), int(entry[b"c"]))
         elif kind == b"x":
             self._apply_refusal(member, entry[b"w"] == b"skeleton")
+        elif kind == b"f":
+            self._apply_flow(member, entry[b"on"] == b"1")
         self._answer_syncs()
 
     def _own_client(self, member: bytes) -> ClientId | None:
@@ -577,7 +599,18 @@ class ClusterRules(ServerRules):
         self._refuse(client, ProtocolError(ErrorCode.NAME_TAKEN, f"the name {why}"), self._actions)
         self._release(client)
 
+    def _apply_flow(self, member: bytes, congested: bool) -> None:
+        """A member's output passed its node's soft limit (or drained): says wait on every node
+        while one is congested, as on one server (§10.1, §18.2); its own node holds them itself."""
+        if member.startswith(self._member_prefix) or member not in self.members:
+            return
+        if congested:
+            self._congested.add(member)
+        else:
+            self._congested.discard(member)
+
     def _apply_leave(self, member: bytes, reason: str, count: int) -> None:
+        self._congested.discard(member)
         gone = self.members.pop(member, None)
         if gone is None:
             return
@@ -662,7 +695,8 @@ class ClusterRules(ServerRules):
 
     def _load_snapshot(self) -> None:
         self.commands.command(
-            ("EVALSHA", SCRIPTS["snapshot"].sha, 4, *self._keys[:4], secrets.token_hex(8)), self._snapshot
+            ("EVALSHA", SCRIPTS["snapshot"].sha, len(self._keys), *self._keys, secrets.token_hex(8)),
+            self._snapshot,
         )
 
     def _snapshot(self, reply: Reply) -> None:
@@ -670,7 +704,7 @@ class ClusterRules(ServerRules):
             log.error("loading the room failed: %s", reply)
             self.commands.drop(self._now, "snapshot refused")
             return
-        epoch, seq, last_id, records = reply
+        epoch, seq, last_id, records, congested = reply
         self.epoch = epoch
         self.applied = int(seq)
         self.last_id = last_id
@@ -682,6 +716,8 @@ class ClusterRules(ServerRules):
             member: _Member(seat, RelayEncoder(self.codec, seat.name, seat.host), self._own_client(member))
             for _, member, seat in sorted(joined)
         }
+        prefix = self._member_prefix
+        self._congested = {m for m in congested if m in self.members and not m.startswith(prefix)}
         log.info(
             "room %s loaded: node %s, %d members, at entry %d",
             escape(self.room_name),
@@ -731,7 +767,9 @@ class ClusterRules(ServerRules):
         self._proposals.clear()
         self._says.clear()
         self._say_octets = 0
-        self._unapplied = 0
+        self._unapplied.clear()
+        self._unapplied_total = 0
+        self._congested.clear()
         self._released.clear()
         if self.epoch is not None:
             self._abandoned.append(self.node)

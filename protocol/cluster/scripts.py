@@ -5,7 +5,8 @@ meanwhile: that is what makes a name taken on one node taken on all, and gives e
 place in the log. Keys and arguments shared by the proposals (join, say, leave):
 
 - ``KEYS``: 1 epoch, 2 seq, 3 log (a Stream), 4 members (hash: member -> record),
-  5 names (hash: ``k:KEY`` and ``s:SKELETON`` -> member), 6 dedup (hash: node -> last proposal).
+  5 names (hash: ``k:KEY`` and ``s:SKELETON`` -> member), 6 dedup (hash: node -> last proposal),
+  7 congested (hash: the members whose node holds the room's says for them, §18.2).
 - ``ARGV``: 1 the epoch the node knows, 2 node id, 3 proposal number, 4 the log's MAXLEN,
   5 the room's key prefix; then the operation's own.
 
@@ -43,6 +44,12 @@ local function fresh()
   redis.call('HSET', KEYS[6], ARGV[2], ARGV[3])
   return nil
 end
+-- The proposal's member (ARGV 6 is its client), or nil if the room no longer has it.
+local function present()
+  local member = ARGV[2] .. ':' .. ARGV[6]
+  if redis.call('HEXISTS', KEYS[4], member) == 0 then return nil end
+  return member
+end
 -- A member's record: join seq, name, host, key, skeleton, joined by NUL (no name holds one, §6.1).
 local function remove(member, reason)
   local record = redis.call('HGET', KEYS[4], member)
@@ -50,6 +57,7 @@ local function remove(member, reason)
   local f = split(record)
   redis.call('HDEL', KEYS[5], 'k:' .. f[4], 's:' .. f[5])
   redis.call('HDEL', KEYS[4], member)
+  redis.call('HDEL', KEYS[7], member)
   return append('k', 'l', 'm', member, 'r', reason, 'c', redis.call('HLEN', KEYS[4]))
 end
 """
@@ -87,9 +95,29 @@ SAY = (
     + r"""
 local stale = fresh()
 if stale then return stale end
-local member = ARGV[2] .. ':' .. ARGV[6]
-if redis.call('HEXISTS', KEYS[4], member) == 0 then return 'gone' end
+local member = present()
+if not member then return 'gone' end
 for i = 7, #ARGV do append('k', 's', 'm', member, 't', ARGV[i]) end
+return 'ok'
+"""
+)
+
+#: ARGV 6 client, 7 ``1`` if its output passed its node's soft limit, ``0`` once it drained
+#: (§10.1). An entry (``f``) only when that changes, and none for a member already gone.
+FLOW = (
+    _PRELUDE
+    + r"""
+local stale = fresh()
+if stale then return stale end
+local member = present()
+if not member then return 'gone' end
+local changed
+if ARGV[7] == '1' then
+  changed = redis.call('HSETNX', KEYS[7], member, '1')
+else
+  changed = redis.call('HDEL', KEYS[7], member)
+end
+if changed == 1 then append('k', 'f', 'm', member, 'on', ARGV[7]) end
 return 'ok'
 """
 )
@@ -138,9 +166,9 @@ return removed
 """
 )
 
-#: KEYS 1 epoch, 2 seq, 3 log, 4 members; ARGV 1 an epoch for a room that does not exist yet.
-#: Returns the room's epoch, its last sequence number and log id, and every member record, all
-#: at one instant: a node that reads the log from that id on misses nothing and repeats nothing.
+#: KEYS as above; ARGV 1 an epoch for a room that does not exist yet. Returns the room's epoch,
+#: its last sequence number and log id, every member record and the congested members, all at
+#: one instant: a node that reads the log from that id on misses nothing and repeats nothing.
 SNAPSHOT = r"""
 redis.call('SET', KEYS[1], ARGV[1], 'NX')
 local epoch = redis.call('GET', KEYS[1])
@@ -148,7 +176,7 @@ local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
 local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
 local id = '0-0'
 if #last > 0 then id = last[1][1] end
-return {epoch, seq, id, redis.call('HGETALL', KEYS[4])}
+return {epoch, seq, id, redis.call('HGETALL', KEYS[4]), redis.call('HKEYS', KEYS[7])}
 """
 
 
@@ -169,6 +197,7 @@ SCRIPTS: dict[str, Script] = {
     for name, source in (
         ("join", JOIN),
         ("say", SAY),
+        ("flow", FLOW),
         ("leave", LEAVE),
         ("reap", REAP),
         ("snapshot", SNAPSHOT),

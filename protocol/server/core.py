@@ -447,7 +447,7 @@ class ServerCore:
         """Run every timer due by ``now``: hello timeouts, lingers, pauses, the shutdown deadline."""
         self._now = now
         self._carry_out(self.rules.expire(now))
-        self._note_welcomes(now)
+        self._note_decisions(now)
         for client in self._hello.expire(now):
             self._carry_out(self.rules.hello_timeout(client))
         for client in self._slow.expire(now):
@@ -472,9 +472,9 @@ class ServerCore:
         a clustered room's Redis links (:mod:`protocol.cluster`)."""
         self._now = now
         self._carry_out(self.rules.take_actions())
-        self._note_welcomes(now)
+        self._note_decisions(now)
 
-    def _note_welcomes(self, now: float) -> None:
+    def _note_decisions(self, now: float) -> None:
         """What the rules decided outside a connection's event (a clustered room's log): the
         hellos welcomed, the input no longer held, and whether says may go on."""
         rules = self.rules
@@ -645,14 +645,17 @@ class ServerCore:
             self._parked[client] = None  # its own answers wait until it reads (§10.1 rule 3)
         if outbox.reading:
             self._set_reading(outbox, False)
-        if not self._holding and client in self.rules.room:
+        if client in self.rules.room:
             self._holding = True
+            self.rules.congestion(client, True)
 
     def _uncongest(self, outbox: Outbox) -> None:
         client = outbox.client
         outbox.congested = False
         self._congested.pop(client, None)
         self._slow.cancel(client)
+        if not outbox.gone:
+            self.rules.congestion(client, False)
         if self._parked.pop(client, 0) is None:
             self._pending[client] = None
         waiting = client in self._pending or client in self._held

@@ -167,6 +167,10 @@ class ServerRules:
         clustered room holds it until its log decides, §18.4); here input is never held so."""
         return []
 
+    def congestion(self, client: ClientId, congested: bool) -> None:
+        """The core saw ``client``'s output pass the soft limit, or drain to half (§10.1): a
+        clustered node tells the other nodes, which hold their says too (§18.2); nothing here."""
+
     @property
     def holding_says(self) -> bool:
         """Whether says wait for a reason of the rules' own, besides congestion (a clustered
