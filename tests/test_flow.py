@@ -187,6 +187,22 @@ def test_a_completed_frame_stops_the_frame_timer() -> None:
     assert alice not in memory.closed
 
 
+def test_a_frame_refused_is_a_frame_read_for_the_timers_and_the_budget() -> None:
+    memory = make(frame_timeout=3.0, idle_timeout=5.0, read_budget=4 * READ_BUDGET_MIN_COST)
+    alice = join(memory, "alice")
+    frame = encode_message(CODEC, Hello("again"))  # already_joined: refused, not fatal
+    memory.receive(alice, frame[:3])
+    memory.advance(2.0)
+    memory.receive(alice, frame[3:])
+    memory.advance(2.0)  # 4 s after the frame began: it completed, so no frame_timeout
+    assert errors(memory.read(alice)) == [(ErrorCode.ALREADY_JOINED, False)]
+    memory.advance(2.5)  # 4.5 s after it completed: it restarted the idle timer
+    assert alice in memory.core.rules
+    # Refused frames cost the read budget as others do: 8 of them take two turns.
+    memory.core.receive(alice, frame * 8, memory.now)
+    assert memory.core.rules.stop.name == "BUDGET"
+
+
 def test_a_member_silent_for_the_idle_timeout_is_closed_and_a_frame_restarts_it() -> None:
     memory = make(idle_timeout=10.0)
     alice, bob = join(memory, "alice"), join(memory, "bob")

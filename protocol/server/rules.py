@@ -249,6 +249,10 @@ class ServerRules:
                     self._refuse(client, exc, actions)
                     if exc.fatal:
                         return actions
+                    # A frame refused is a frame read: it costs the budget, and counts as a
+                    # completed frame for the timers of §7.5.
+                    size = connection.last_size
+                    spent += size if size > READ_BUDGET_MIN_COST else READ_BUDGET_MIN_COST
                     continue
                 if event is NEED_DATA:
                     return actions
@@ -363,7 +367,8 @@ class ServerRules:
 
     def _join(self, client: ClientId, state: _Client, hello: Hello, actions: list[Action]) -> None:
         try:
-            self._admit(state, hello)
+            if self.access is not None:  # without it the room's own check of the name serves
+                self._admit(state, hello)
             seat = self.room.join(client, hello.name, state.host)
         except RemoteProtocolError as exc:
             self._refuse(client, exc, actions)
