@@ -103,6 +103,8 @@ def make_core(options: ServerOptions, implementation: str, access: Access | None
         max_output_buffer=options.max_output_buffer,
         output_soft_limit=options.output_soft_limit,
         slow_consumer_timeout=options.slow_consumer_timeout,
+        hold_mark=options.hold_mark,
+        hold_patience=options.hold_patience,
         frame_timeout=options.frame_timeout,
         idle_timeout=options.idle_timeout,
         read_budget=options.read_budget,
