@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml
 
 dev: $(STAMP)
 
-## The main job: the conformance matrix over both bundled servers, both codecs.
+## The main job: the conformance matrix over both bundled servers and a 2-node mixed cluster, both codecs.
 demo: $(STAMP)
-	$(PY) -m conformance
+	$(PY) -m conformance --cluster-nodes 2
 
 ## Install and pass the tests, the type check and the linter.
 test: $(STAMP)

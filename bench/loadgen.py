@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gc
 import importlib
+import itertools
 import json
 import os
 import sys
@@ -57,6 +58,10 @@ class Job:
     timeout: float = 60.0
     cpu: int | None = None
     realtime: bool = False  # run under SCHED_FIFO (see bench.pin)
+    #: A cluster (§18): the other nodes' ports, subscribers spread over ``port`` and these in
+    #: turn (publishers stay on ``port``), and the pids of the other nodes and of Redis.
+    ports: tuple[int, ...] = ()
+    other_pids: tuple[int, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -114,12 +119,14 @@ class Window:
     the kernel receiving our own loopback traffic.
     """
 
-    def __init__(self, server_pid: int | None, cpus: set[int]) -> None:
+    def __init__(self, server_pid: int | None, cpus: set[int], others: Sequence[int] = ()) -> None:
         self.server_pid = server_pid
         self.cpus = cpus
+        #: A cluster's other processes: ``server_cpu`` is then the cluster's, ``node_cpu`` each one's.
+        self.others = tuple(others)
         self.start = time.perf_counter()
         self.own = cpu_seconds(None)
-        self.server = cpu_seconds(server_pid)
+        self.nodes = [cpu_seconds(pid) for pid in (server_pid, *self.others)]
         self.busy = busy_seconds(cpus)
 
     def close(self, end: float | None = None) -> dict[str, float]:
@@ -128,16 +135,21 @@ class Window:
         elapsed = now - self.start
         share = 1 / elapsed if elapsed > 0 else 0.0
         own = (cpu_seconds(None) - self.own) * share
-        server = (cpu_seconds(self.server_pid) - self.server) * share
+        pids = (self.server_pid, *self.others)
+        nodes = [(cpu_seconds(pid) - before) * share for pid, before in zip(pids, self.nodes, strict=True)]
+        server = sum(nodes)
         tasks, interrupts = busy_seconds(self.cpus)
         nothing = float("nan")
-        return {
+        measured = {
             "seconds": (end if end is not None else now) - self.start,
             "generator_cpu": own,
             "server_cpu": server,
             "other_cpu": max(0.0, (tasks - self.busy[0]) * share - own - server) if self.cpus else nothing,
             "interrupt_cpu": (interrupts - self.busy[1]) * share if self.cpus else nothing,
         }
+        for index, node in enumerate(nodes if self.others else ()):
+            measured[f"node{index}_cpu"] = node
+        return measured
 
 
 # --- connections ----------------------------------------------------------------------------
@@ -228,10 +240,13 @@ class Session:
         """Connect ``clients`` and wait until all have joined, at most ``job.window`` joining at once."""
         window = asyncio.Semaphore(self.job.window)
         self.clients.extend(clients)
+        ports = (self.job.port, *self.job.ports)
+        subscribers = itertools.count()
 
         async def join(client: Client) -> None:
+            port = self.job.port if client.publisher else ports[next(subscribers) % len(ports)]
             async with window:
-                await self.loop.create_connection(lambda: client, self.job.host, self.job.port)
+                await self.loop.create_connection(lambda: client, self.job.host, port)
                 await client.joined
 
         tasks = [asyncio.ensure_future(join(client)) for client in clients]
@@ -350,7 +365,7 @@ async def run_fanout(job: Job, session: Session, deadline: float) -> dict[str, A
         expected += messages * job.publishers
         done = tracker.expect(expected)
         blobs = [wire.publish(p.name, text) * messages for p in publishers]
-        window = Window(job.server_pid, session.cpus)
+        window = Window(job.server_pid, session.cpus, job.other_pids)
         for publisher, blob in zip(publishers, blobs, strict=True):
             publisher.send(blob)
         complete = await bounded(asyncio.shield(done), deadline)
@@ -398,7 +413,7 @@ async def run_latency(job: Job, session: Session, deadline: float) -> dict[str, 
     sent = sent_before_window = turn = 0
     while (now := time.perf_counter()) < min(stop_at, deadline):
         if window is None and now >= measure_from:
-            window = Window(job.server_pid, session.cpus)
+            window = Window(job.server_pid, session.cpus, job.other_pids)
             for counter in timed_counters:
                 counter.latencies_ns = []
             sent_before_window = sent
@@ -628,7 +643,8 @@ def event_loop_runner() -> tuple[asyncio.Runner, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    job = Job(**json.loads(args[0]))
+    fields = json.loads(args[0])
+    job = Job(**fields | {key: tuple(fields.get(key, ())) for key in ("ports", "other_pids")})
     if job.cpu is not None and hasattr(os, "sched_setaffinity"):
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, {job.cpu})

@@ -33,7 +33,7 @@ from protocol.options import int_within, positive_int, seconds
 
 from . import codec
 from .loadgen import CDF_QUANTILES, Job
-from .peers import CHAT_SERVERS, PEERS, Peer
+from .peers import CHAT_SERVERS, CLUSTER, PEERS, Peer
 from .wire import STAMP_DIGITS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +65,7 @@ class Settings:
     codec_repeats: int = 15
     codec_budget: float = 2.0
     realtime: bool = False  # latency jobs under SCHED_FIFO
+    cluster: bool = False  # also a 2-node cluster (§18) in the fan-out and latency jobs
     peers: list[str] = field(default_factory=lambda: list(PEERS))
     servers: dict[str, str] = field(default_factory=dict)  # more chat servers: name -> command
     sections: list[str] = field(default_factory=lambda: list(SECTIONS))
@@ -102,6 +103,8 @@ class Bench:
             Peer(name, "chat", command, "given on the command line")
             for name, command in settings.servers.items()
         ]
+        if settings.cluster:
+            self.peers.append(CLUSTER)
         self.skipped = {peer.name: reason for peer in self.peers if (reason := peer.missing())}
         self.results: dict[str, Any] = {
             "environment": environment(self.peers, self.server_cpu, self.generator_cpu),
@@ -124,38 +127,64 @@ class Bench:
 
     def job(self, peer: Peer, job: Job, *, server_args: tuple[str, ...] = ()) -> dict[str, Any]:
         """Start ``peer``, run ``job`` against it in the generator process, stop the peer."""
+        if peer.nodes:
+            return self.cluster_job(peer, job)
         server = peer.server(self.server_cpu, server_args, realtime=job.realtime)
         try:
             try:
                 server.start()
             except ServerFailed as exc:
                 return {"complete": False, "accounted": False, "error": f"server did not start: {exc}"}
+            job = replace(job, wire=peer.wire, port=server.port, server_pid=server.pid)
+
+            def died() -> str:
+                return "" if server.alive() else f"the server died: {server.stderr_tail(5)}"
+
+            return self.generate(job, died)
+        finally:
+            server.stop()
+
+    def cluster_job(self, peer: Peer, job: Job) -> dict[str, Any]:
+        """``job`` against a fresh cluster: the publishers on node 0, the subscribers on all in turn."""
+        cluster = peer.cluster(self.server_cpu, realtime=job.realtime)
+        try:
+            try:
+                cluster.start()
+            except ServerFailed as exc:
+                return {"complete": False, "accounted": False, "error": f"cluster did not start: {exc}"}
+            first, *others = cluster.nodes
             job = replace(
                 job,
                 wire=peer.wire,
-                port=server.port,
-                server_pid=server.pid,
-                server_cpu=self.server_cpu,
-                cpu=self.generator_cpu,
+                port=first.port,
+                server_pid=first.pid,
+                ports=tuple(node.port for node in others),
+                other_pids=tuple(pid for pid in (*(n.pid for n in others), cluster.redis.pid) if pid),
             )
-            command = [sys.executable, "-m", "bench.loadgen", job.to_json()]
-            try:
-                finished = subprocess.run(
-                    command, capture_output=True, text=True, timeout=job.timeout + 30, check=False
-                )
-            except subprocess.TimeoutExpired:
-                return {"complete": False, "accounted": False, "error": "the load generator hung"}
-            lines = finished.stdout.strip().splitlines()
-            if finished.returncode != 0 or not lines:
-                tail = finished.stderr.strip().splitlines()[-3:]
-                return {"complete": False, "accounted": False, "error": f"load generator failed: {tail}"}
-            result: dict[str, Any] = json.loads(lines[-1])
-            if not server.alive():
-                result["accounted"] = False
-                result["error"] = f"the server died: {server.stderr_tail(5)}"
-            return result
+            return self.generate(job, cluster.deaths)
         finally:
-            server.stop()
+            cluster.stop()
+
+    def generate(self, job: Job, died: Callable[[], str]) -> dict[str, Any]:
+        """Run ``job`` in the load generator process; ``died`` says what of the servers died."""
+        job = replace(job, server_cpu=self.server_cpu, cpu=self.generator_cpu)
+        command = [sys.executable, "-m", "bench.loadgen", job.to_json()]
+        try:
+            finished = subprocess.run(
+                command, capture_output=True, text=True, timeout=job.timeout + 30, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return {"complete": False, "accounted": False, "error": "the load generator hung"}
+        lines = finished.stdout.strip().splitlines()
+        if finished.returncode != 0 or not lines:
+            tail = finished.stderr.strip().splitlines()[-3:]
+            return {"complete": False, "accounted": False, "error": f"load generator failed: {tail}"}
+        result: dict[str, Any] = json.loads(lines[-1])
+        death = died()
+        if death:
+            result["accounted"] = False
+            result["error"] = death
+        return result
 
     # --- the benchmarks ---------------------------------------------------------------------
 
@@ -193,6 +222,7 @@ class Bench:
                 "accounted": bool(results) and all(result.get("accounted") for result in results),
                 "messages": sorted({result.get("messages", 0) for result in results}),
                 **{key: _median(r[key] for r in rounds) for key in CPU_KEYS},
+                **{key: _median(r[key] for r in rounds) for key in _node_keys(rounds)},
                 "runs": results,
             }
         self.results["fanout"] = summary
@@ -248,6 +278,7 @@ class Bench:
                 },
                 "accounted": all(r.get("accounted") for r in results),
                 **{key: _median(r.get(key, float("nan")) for r in results) for key in CPU_KEYS},
+                **{key: _median(r.get(key, float("nan")) for r in results) for key in _node_keys(results)},
                 "runs": results,
             }
         self.results["latency"] = summary
@@ -285,6 +316,11 @@ class Bench:
         self.results["load_after"] = os.getloadavg()
         self.results["targets"] = targets(self.results, self.settings)
         return self.results
+
+
+def _node_keys(measured: list[dict[str, Any]]) -> list[str]:
+    """``node0_cpu``, ``node1_cpu``, ...: a cluster's processes (nodes, then Redis), as measured."""
+    return sorted({key for m in measured for key in m if key.startswith("node") and key.endswith("_cpu")})
 
 
 def _median(values: Any) -> float:
@@ -509,6 +545,8 @@ def report(results: dict[str, Any]) -> str:
                 ],
             )
         )
+    if CLUSTER.name in results.get("fanout", {}):
+        out.append(cluster_report(results))
     if "scale" in results:
         out.append("\nScale: clients in one server process")
         scaled = [{"server": name} | r for name, r in results["scale"].items() if "clients" in r]
@@ -553,12 +591,53 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def cluster_report(results: dict[str, Any]) -> str:
+    """The cost of the cluster hop: the cluster's figures as ratios to each single server's."""
+    fanout, latency = results.get("fanout", {}), results.get("latency", {})
+    cluster = fanout[CLUSTER.name]
+    nodes = [key for key in cluster if key.startswith("node") and key.endswith("_cpu")]
+    rows = []
+    for name in (*CHAT_SERVERS, "redis"):
+        single = fanout.get(name)
+        if not single:
+            continue
+        row = {"versus": name, "fanout": cluster["deliveries_per_second"] / single["deliveries_per_second"]}
+        for load in ("fixed", "half_peak"):
+            mine = latency.get(CLUSTER.name, {}).get(load, {}).get("percentiles_ms", {})
+            theirs = latency.get(name, {}).get(load, {}).get("percentiles_ms", {})
+            for key in ("p50", "p99"):
+                row[f"{load} {key}"] = mine.get(key, float("nan")) / theirs.get(key, float("nan"))
+        rows.append(row)
+    names = [*CLUSTER.nodes, "redis"]
+    cpu = ", ".join(
+        f"{names[i] if i < len(names) else key} {cluster[key]:.2f}" for i, key in enumerate(nodes)
+    )
+    lines = [
+        f"\nCluster hop: {CLUSTER.description}; the cluster's figure / the peer's "
+        f"(fan-out > 1 is faster, latency > 1 slower)",
+        _table(
+            [
+                ("versus", lambda r: r["versus"]),
+                ("fan-out", lambda r: f"{r['fanout']:.2f}x" if math.isfinite(r["fanout"]) else "-"),
+                *[
+                    (key, lambda r, key=key: f"{r[key]:.2f}x" if math.isfinite(r[key]) else "-")
+                    for key in ("fixed p50", "fixed p99", "half_peak p50", "half_peak p99")
+                ],
+            ],
+            rows,
+        ),
+        f"per-process CPU during fan-out (cores): {cpu or '-'}",
+    ]
+    return "\n".join(lines)
+
+
 EPILOG = """\
 examples:
   python -m bench                   everything, about 2.5 minutes (BENCHMARKS.md says how it measures)
   python -m bench --quick           a smoke run: checks that every job works, measures nothing
   python -m bench --only fanout,latency --peers impl_select,impl_asyncio
   python -m bench --server 'mine=./myserver --port {port}' --only fanout
+  python -m bench --cluster --only fanout,latency --peers impl_select,impl_asyncio,redis
 
 output: the tables on stdout, the results in --json, and beside that file one PNG per job
 (bench-results-fanout.png: deliveries/s per peer; bench-results-latency.png: the latency
@@ -644,6 +723,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds measured per latency run ({default('duration')})",
     )
     parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also measure 2 nodes of one room on Redis (publisher on node 0, subscribers split)",
+    )
+    parser.add_argument(
         "--realtime",
         action="store_true",
         help="run latency jobs under SCHED_FIFO (Linux, root), so that other processes cannot delay them",
@@ -660,6 +744,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
         if value is not None:
             setattr(settings, name, value)
     settings.realtime = args.realtime
+    settings.cluster = args.cluster
     settings.sections = [part for part in args.only.split(",") if part]
     settings.peers = [part for part in args.peers.split(",") if part]
     for server in args.server:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from protocol import Codec, Hello, Joined, Left, Relayed, get_codec
 
+from .cluster import Cluster
 from .registry import Case, Settings
 from .serverproc import ServerProcess
 from .wire import PLAIN, Received, Security, Transcript, WirePeer
@@ -23,7 +24,8 @@ class Context:
     """One case's view of the server under test.
 
     Peers made here share one transcript, which the runner attaches to the report when
-    the case fails, and are closed when the case ends.
+    the case fails, and are closed when the case ends. Against a cluster (§16.2) the peers
+    are spread over ``addresses``, one node after the other, and ``cluster`` is the cluster.
     """
 
     def __init__(
@@ -38,9 +40,16 @@ class Context:
         transcript: Transcript,
         template: str | None = None,
         security: Security = PLAIN,
+        addresses: Sequence[tuple[str, int]] = (),
+        cluster: Cluster | None = None,
     ) -> None:
         self.case = case
         self.address = address
+        #: Where new connections go, in turn: the nodes of a cluster, or just ``address``.
+        self.addresses = list(addresses) or [address]
+        self._next_address = itertools.cycle(self.addresses)
+        #: The cluster under test, when the run judges one (``--cluster-nodes``).
+        self.cluster = cluster
         self.codec_name = codec_name
         self.codec: Codec = get_codec(codec_name)
         #: The server process, when the runner started it (None against ``--target``).
@@ -77,10 +86,10 @@ class Context:
         security: Security | None = None,
         source: str | None = None,
     ) -> WirePeer:
-        """A new connection (not joined), over TLS and with the run's token unless ``security``
-        says otherwise."""
+        """A new connection (not joined), to the next node in turn unless ``address`` is given,
+        over TLS and with the run's token unless ``security`` says otherwise."""
         peer = WirePeer(
-            address or self.address,
+            address or next(self._next_address),
             codec=get_codec(self.codec_name),
             label=label,
             transcript=self.transcript,

@@ -32,6 +32,7 @@ import msgpack
 
 import protocol.names
 import protocol.server.room
+import protocol.server.rules
 from protocol import FrameDecoder, MsgpackCodec, encode_frame
 from protocol.constants import FATAL, MAX_WIRE_LENGTH, ErrorCode
 from protocol.server import Relay, Send, ServerCore, ServerRules
@@ -166,6 +167,8 @@ def _first_name_rules() -> None:
             return "refused"
         return None
 
+    # Both places that ask: the rules before the room (§7.3 step 6), and the room itself.
+    setattr(protocol.server.rules, "name_problem", problem)  # noqa: B010
     setattr(protocol.server.room, "name_problem", problem)  # noqa: B010
 
 

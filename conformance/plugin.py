@@ -19,7 +19,8 @@ import pytest
 
 from protocol import Left, Roster, Who, get_codec
 
-from .context import Context
+from .cluster import Cluster
+from .context import Context, Spawner
 from .registry import CASE_ATTRIBUTE, REGISTRY, Case, Level, Settings
 from .serverproc import ServerFailed, ServerProcess
 from .wire import PLAIN, Security, Transcript, WirePeer
@@ -55,6 +56,10 @@ class RunOptions:
     skip_all: str = ""
     #: TLS and the token every connection uses (§16.1 rule 5).
     security: Security = PLAIN
+    #: Judge a cluster of this many nodes (§16.2) instead of one server; 0 for one server.
+    cluster_nodes: int = 0
+    #: The nodes' command templates, node ``i`` running ``i % len``; ``(template,)`` if empty.
+    cluster_templates: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -77,33 +82,66 @@ class CaseTimeout(AssertionError):
 
 
 class ServerPool:
-    """Servers of one run: one shared server per settings per module, plus servers of their own."""
+    """Servers of one run: one shared server per settings per module, plus servers of their own.
+
+    In a cluster run each "server" is a :class:`~conformance.cluster.Cluster`.
+    """
 
     def __init__(self, options: RunOptions) -> None:
         self.options = options
-        self.shared: dict[Settings, ServerProcess] = {}
+        self.shared: dict[Settings, ServerProcess | Cluster] = {}
         self.dirty: set[Settings] = set()
+
+    def args(self, settings: Settings, codec_flag: bool = True) -> list[str]:
+        """The flags appended to the run's template for ``settings``."""
+        options = self.options
+        assert options.template is not None
+        args: list[str] = []
+        if codec_flag and options.config_flags and "{codec}" not in options.template:
+            args += ["--codec", options.codec]
+        return args + settings.args()
 
     def start(
         self, settings: Settings, codec_flag: bool = True, host: str | None = None, port: int | None = None
     ) -> ServerProcess:
         options = self.options
         assert options.template is not None
-        args: list[str] = []
-        if codec_flag and options.config_flags and "{codec}" not in options.template:
-            args += ["--codec", options.codec]
-        args += settings.args()
         process = ServerProcess(
             options.template,
             host=host or options.host,
             port=port,
-            extra_args=args,
+            extra_args=self.args(settings, codec_flag),
             codec=options.codec,
             start_timeout=10.0 * options.timeout_scale,
         )
         return process.start()
 
-    def shared_server(self, settings: Settings) -> ServerProcess:
+    def cluster(self, settings: Settings, nodes: int | None = None) -> Cluster:
+        """A started cluster of the run's nodes (or of ``nodes`` of them: 0 is Redis alone)."""
+        options = self.options
+        assert options.template is not None
+        cluster = Cluster(
+            options.cluster_templates or (options.template,),
+            options.cluster_nodes if nodes is None else nodes,
+            host=options.host,
+            extra_args=self.args(settings),
+            codec=options.codec,
+            start_timeout=10.0 * options.timeout_scale,
+        )
+        return cluster.start()
+
+    def node_spawner(self, cluster: Cluster, index: int) -> Spawner:
+        """``ctx.spawn`` in a cluster run: one more node, running node ``index``'s command."""
+
+        def spawn(settings: Settings, codec_flag: bool, host: str | None, port: int | None) -> ServerProcess:
+            return cluster.spawn_node(index, extra_args=self.args(settings, codec_flag), host=host, port=port)
+
+        return spawn
+
+    def own(self, settings: Settings) -> ServerProcess | Cluster:
+        return self.cluster(settings) if self.options.cluster_nodes else self.start(settings)
+
+    def shared_server(self, settings: Settings) -> ServerProcess | Cluster:
         process = self.shared.get(settings)
         if process is not None and (settings in self.dirty or not process.alive()):
             process.stop()
@@ -111,7 +149,7 @@ class ServerPool:
             self.dirty.discard(settings)
             process = None
         if process is None:
-            process = self.shared[settings] = self.start(settings)
+            process = self.shared[settings] = self.own(settings)
         return process
 
     def stop_shared(self) -> None:
@@ -141,6 +179,8 @@ def _skip_reason(case: Case, options: RunOptions) -> str | None:
     for need in case.needs:
         if not offered[need]:
             return _NOT_TOLD[need]
+    if case.cluster_only and not options.cluster_nodes:
+        return "not applicable: a room served by several nodes only (--cluster-nodes N, §16.2)"
     if options.codec not in case.codecs:
         return f"applies to the {' and '.join(case.codecs)} codec only"
     if options.target is not None:
@@ -194,6 +234,16 @@ class ConformancePlugin:
             config.hook.pytest_deselected(items=drop)
         items[:] = keep
 
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        """In a cluster run, a case about one process runs once against every node (§16.2)."""
+        nodes = self.options.cluster_nodes
+        case_id = getattr(metafunc.function, CASE_ATTRIBUTE, None)
+        if not nodes or not isinstance(case_id, str) or "ctx" not in metafunc.fixturenames:
+            return
+        case = REGISTRY[case_id]
+        if (case.process or case.per_node) and not case.cluster_only:
+            metafunc.parametrize("ctx", range(nodes), indirect=True, ids=[f"node{i}" for i in range(nodes)])
+
     # --- fixtures ------------------------------------------------------------------------
 
     @pytest.fixture(scope="module", autouse=True)
@@ -211,31 +261,62 @@ class ConformancePlugin:
             pytest.skip(reason)
         transcript = Transcript(embed=False)
         server: ServerProcess | None = None
+        cluster: Cluster | None = None
+        spawner: Spawner | None = self.pool.start if options.template is not None else None
+        node: int | None = getattr(request, "param", None)
+        addresses: list[tuple[str, int]] = []
         if options.target is not None:
             address = options.target
+        elif options.cluster_nodes:
+            cluster, server, spawner = self._cluster_for(case, node)
+            address = server.address if server is not None else ("", 0)
+            addresses = [address] if node is not None else cluster.addresses
         elif case.spawns:
             address = ("", 0)
         else:
-            server = (
+            deployed = (
                 self.pool.start(case.settings) if case.own_server else self.pool.shared_server(case.settings)
             )
+            assert isinstance(deployed, ServerProcess)
+            server = deployed
             address = server.address
         context = Context(
             case,
             address=address,
             codec_name=options.codec,
             server=server,
-            spawner=self.pool.start if options.template is not None else None,
-            template=options.template,
+            spawner=spawner,
+            template=options.template if cluster is None else cluster.template_of(node or 0),
             timeout_scale=options.timeout_scale,
             transcript=transcript,
             security=options.security,
+            addresses=addresses,
+            cluster=cluster,
         )
+        if cluster is not None:
+            where = f"node {node} of the cluster" if node is not None else "the cluster's nodes in turn"
+            transcript.note(f"connections go to {where}: {', '.join(map(str, context.addresses))}")
         request.node.stash[CONTEXT] = context
         try:
             yield context
         finally:
             self._clean_up(context, shared=options.target is not None or not case.own_server)
+
+    def _cluster_for(
+        self, case: Case, node: int | None
+    ) -> tuple[Cluster, ServerProcess | None, Spawner | None]:
+        """The cluster a case runs against, the node it is pinned to (if any), and its spawner.
+
+        A case that starts its own servers gets Redis alone and starts nodes of node ``node``'s
+        command; a case about one process gets a cluster of its own, pinned to node ``node``.
+        """
+        if case.spawns:
+            cluster = self.pool.cluster(case.settings, nodes=0)
+            return cluster, None, self.pool.node_spawner(cluster, node or 0)
+        deployed = self.pool.own(case.settings) if case.own_server else self.pool.shared_server(case.settings)
+        assert isinstance(deployed, Cluster)
+        server = deployed.nodes[node or 0]
+        return deployed, server, self.pool.node_spawner(deployed, node or 0)
 
     def _room_not_empty(self) -> str:
         """Against ``--target``: why cases cannot run there, if someone else is in the room.
@@ -285,7 +366,7 @@ class ConformancePlugin:
         """
         if not shared:
             # The case's own server: signal it first, so that closing many peers costs it no departures.
-            server = context.server
+            server: ServerProcess | Cluster | None = context.cluster or context.server
             if server is not None:
                 server.signal(signal.SIGTERM)
             context.close_all()
@@ -369,6 +450,10 @@ class ConformancePlugin:
                 problem = f"{problem}\n{died}".strip()
                 report.outcome = "failed"
                 report.longrepr = problem
+        callspec = getattr(item, "callspec", None)
+        node = callspec.params.get("ctx") if callspec is not None else None
+        if problem and isinstance(node, int):
+            problem = f"against node {node} of the cluster: {problem}"
         if problem and case.settings and self.options.template is not None:
             problem += (
                 f"\n(this server was started with {case.settings.describe()} appended to its command; "
@@ -381,6 +466,9 @@ class ConformancePlugin:
             if context is not None:
                 result.transcript = context.transcript.render()
                 report.sections.append(("transcript", result.transcript))
+        elif problem and isinstance(node, int):
+            # The same case against another node of the cluster failed too: say so as well.
+            result.message += f"\n{problem}"
         return report
 
     def pytest_runtest_logfinish(self, nodeid: str, location: tuple[str, int | None, str]) -> None:
@@ -426,6 +514,8 @@ def _case_id(item: pytest.Item) -> str | None:
 
 
 def _server_death(context: Context) -> str:
+    if context.cluster is not None:
+        return "" if context.case.stops_server else context.cluster.deaths()
     server = context.server
     if server is None or server.alive() or context.case.stops_server:
         return ""

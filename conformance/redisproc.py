@@ -9,6 +9,7 @@ persistence, stopped by the caller (a clustered room's Redis, spec §18).
 from __future__ import annotations
 
 import atexit
+import shlex
 import shutil
 import socket
 import subprocess
@@ -41,7 +42,8 @@ class RedisUnavailable(RuntimeError):
 class RedisProcess:
     """One redis-server on 127.0.0.1, without persistence (``--save ''``, no AOF)."""
 
-    def __init__(self, port: int | None = None, binary: str = "redis-server") -> None:
+    def __init__(self, port: int | None = None, binary: str = "redis-server", *, prefix: str = "") -> None:
+        """``prefix``: a command that runs redis-server, such as the benchmarks' CPU pinning."""
         path = shutil.which(binary)
         if path is None:
             raise RedisUnavailable(f"{binary} is not installed (e.g. apt-get install redis-server)")
@@ -50,6 +52,7 @@ class RedisProcess:
         self.port = port if port is not None else free_port(self.host)
         self._dir = tempfile.TemporaryDirectory(prefix="chatwire-redis-")
         self.process: subprocess.Popen[bytes] | None = None
+        self.prefix = shlex.split(prefix)
 
     @property
     def url(self) -> str:
@@ -62,6 +65,7 @@ class RedisProcess:
         log = Path(self._dir.name) / "redis.log"
         self.process = subprocess.Popen(
             [
+                *self.prefix,
                 self.binary,
                 "--bind",
                 self.host,
@@ -115,6 +119,13 @@ class RedisProcess:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(STOP_TIMEOUT)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
 
     def restart(self) -> None:
         """Stop and start on the same port: a Redis that comes back without its data."""

@@ -88,6 +88,11 @@ class Case:
     ``spawns``: the case starts the servers it needs itself (``ctx.spawn``); implies ``process``.
     ``needs``: what the run must have been told the server offers (§16.1 rule 5): ``"tls"``,
     ``"auth"`` (a token), ``"reserved"`` (a reserved name); not applicable otherwise.
+    ``cluster_only``: the case is about a room served by several nodes (§18) and runs only
+    against a cluster (``--cluster-nodes``); elsewhere it is reported not applicable.
+    ``per_node``: the case is about what one node decides for the connections it serves alone
+    (§10.1's hold on senders, §14.2's totals; §18.2): in a cluster run it runs once against
+    every node with all its connections there, as a ``process`` case does (§16.2 rule 3).
     """
 
     id: str
@@ -102,6 +107,8 @@ class Case:
     stops_server: bool = False
     spawns: bool = False
     needs: tuple[str, ...] = ()
+    cluster_only: bool = False
+    per_node: bool = False
     module: str = ""
     function: str = ""
 
@@ -137,6 +144,8 @@ def case(
     stops_server: bool = False,
     spawns: bool = False,
     needs: tuple[str, ...] = (),
+    cluster_only: bool = False,
+    per_node: bool = False,
 ) -> Callable[[F], F]:
     """Declare a conformance case (see the module docstring)."""
     if not _ID.match(case_id):
@@ -159,6 +168,8 @@ def case(
             stops_server=stops_server,
             spawns=spawns,
             needs=needs,
+            cluster_only=cluster_only,
+            per_node=per_node,
             module=function.__module__,
             function=function.__name__,
         )

@@ -15,6 +15,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -23,12 +24,14 @@ import pytest
 
 from impl_select.tls import TlsFailure, client_context
 from protocol.constants import REQUIRED_CODECS, CodecName
-from protocol.options import number_within, port_number
+from protocol.options import int_within, number_within, port_number
 
 from . import cases
+from .cluster import MAX_CLUSTER_NODES, MIN_CLUSTER_NODES
 from .differential import differential_main
-from .plugin import PROGRESS_LEGEND, ConformancePlugin, RunOptions
-from .registry import load_cases, ordered
+from .plugin import PROGRESS_LEGEND, ConformancePlugin, RunOptions, ServerPool
+from .redisproc import RedisUnavailable
+from .registry import Settings, load_cases, ordered
 from .report import (
     RunResult,
     failure_details,
@@ -71,6 +74,15 @@ codecs:
   "--codec pickle" (while it starts with msgpack) does not offer pickle: its pickle run is
   skipped and says so. A server that starts with pickle claims it, and is judged on it.
 
+a cluster (--cluster-nodes N, spec §16.2):
+  The runner starts redis-server on a free loopback port (nothing on disk) and N nodes of
+  one room, each with "--cluster redis://HOST:PORT/0 --room conformance" appended; node i
+  runs impl_select when i is even and impl_asyncio when odd, or the i-th --server-cmd
+  (repeat the option, used in turn). Each case's connections go to the nodes in turn; a
+  case about one process (signals, its listening line, its memory) runs once against
+  every node; the CLUSTER-* cases run only here. With neither --server-cmd nor --target
+  the cluster is a column beside the bundled servers.
+
 against a running server (--target):
   The cases count members and expect to see only what they cause, so the server's room
   must be empty and stay so: before each case the runner joins a probe and asks for the
@@ -82,6 +94,8 @@ examples:
   python -m conformance --server-cmd 'python -m impl_select --host {host} --port {port}' --name mine
   python -m conformance --server-cmd './server --port {port}' --codec all
   python -m conformance --target 127.0.0.1:5555 --codec msgpack --case 'FRAME-*'
+  python -m conformance --cluster-nodes 2
+  python -m conformance --cluster-nodes 3 --server-cmd './server --port {port}' --case 'CLUSTER-*'
 """
 
 
@@ -94,13 +108,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
-        "--server-cmd", metavar="TEMPLATE", help="start the server under test from this template"
+        "--server-cmd",
+        action="append",
+        metavar="TEMPLATE",
+        help="start the server under test from this template (repeatable with --cluster-nodes: "
+        "node i runs the i-th, in turn)",
     )
     where.add_argument(
         "--target",
         type=_parse_target,
         metavar="HOST:PORT",
         help="an already running server (restarts, signals, configured limits and memory checks are skipped)",
+    )
+    parser.add_argument(
+        "--cluster-nodes",
+        type=int_within(MIN_CLUSTER_NODES, MAX_CLUSTER_NODES),
+        default=0,
+        metavar="N",
+        help=f"judge a room served by N nodes on one Redis ({MIN_CLUSTER_NODES} to {MAX_CLUSTER_NODES}; "
+        "default: one server)",
     )
     parser.add_argument("--name", help="implementation name for the matrix column (default: derived)")
     parser.add_argument(
@@ -267,9 +293,18 @@ def run_suite(options: RunOptions) -> tuple[RunResult, list[str]]:
 
 
 def _start_once(options: RunOptions, codec: str) -> str:
-    """Start the server with ``codec`` and stop it; what went wrong, or ''."""
+    """Start the server (or the cluster) with ``codec`` and stop it; what went wrong, or ''."""
     assert options.template is not None
     args = ["--codec", codec] if options.config_flags and "{codec}" not in options.template else []
+    if options.cluster_nodes:
+        try:
+            # Cluster.start stops what it started when a node fails.
+            ServerPool(replace(options, codec=codec)).cluster(Settings()).stop()
+        except RedisUnavailable as exc:
+            return str(exc)
+        except (ServerFailed, OSError) as exc:
+            return f"a node of the cluster did not start: {exc}"
+        return ""
     process = ServerProcess(
         options.template,
         host=options.host,
@@ -334,18 +369,52 @@ def _runs(args: argparse.Namespace, out: TextIO, security: Security = PLAIN) -> 
         return [
             RunOptions(name=name, codec=codec, target=target, **common) for codec in chosen or ("msgpack",)
         ]
-    if args.server_cmd:
-        name = args.name or _default_name(args.server_cmd)
+    if args.server_cmd and args.cluster_nodes:
+        templates = tuple(args.server_cmd)
+        name = args.name or _cluster_name(args.cluster_nodes, templates)
         return [
-            RunOptions(name=name, codec=codec, template=args.server_cmd, **common)
+            RunOptions(
+                name=name,
+                codec=codec,
+                template=templates[0],
+                cluster_nodes=args.cluster_nodes,
+                cluster_templates=templates,
+                **common,
+            )
+            for codec in chosen or ("msgpack",)
+        ]
+    if args.server_cmd:
+        name = args.name or _default_name(args.server_cmd[-1])
+        return [
+            RunOptions(name=name, codec=codec, template=args.server_cmd[-1], **common)
             for codec in chosen or ("msgpack",)
         ]
     codecs = chosen or CODECS
-    return [
+    runs = [
         RunOptions(name=name, codec=codec, template=template, **common)
         for name, template in BUNDLED.items()
         for codec in codecs
     ]
+    if args.cluster_nodes:
+        templates = tuple(BUNDLED.values())
+        runs += [
+            RunOptions(
+                name=_cluster_name(args.cluster_nodes, templates),
+                codec=codec,
+                template=templates[0],
+                cluster_nodes=args.cluster_nodes,
+                cluster_templates=templates,
+                **common,
+            )
+            for codec in codecs
+        ]
+    return runs
+
+
+def _cluster_name(nodes: int, templates: Sequence[str]) -> str:
+    """``cluster-2(impl_select+impl_asyncio)``: the column of a cluster run."""
+    used = dict.fromkeys(_default_name(templates[i % len(templates)]) for i in range(nodes))
+    return f"cluster-{nodes}({'+'.join(used)})"
 
 
 def list_cases(out: TextIO) -> None:
@@ -357,6 +426,10 @@ def list_cases(out: TextIO) -> None:
             needs.append("process")
         elif item.isolated:
             needs.append("own server")
+        if item.cluster_only:
+            needs.append("cluster only")
+        elif item.per_node:
+            needs.append("per node")
         if item.settings:
             needs.append(item.settings.describe())
         if item.codecs != CODECS:
@@ -366,17 +439,26 @@ def list_cases(out: TextIO) -> None:
     out.write(f"{len(registry)} cases\n")
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    out = out or sys.stdout
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.list:
-        list_cases(out)
-        return 0
+def _check_option_pairs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Options that only make sense together, or never do (exit status 2 through ``parser``)."""
+    if args.target and args.cluster_nodes:
+        parser.error("--cluster-nodes starts its nodes itself: it cannot judge a --target")
+    if args.server_cmd and len(args.server_cmd) > 1 and not args.cluster_nodes:
+        parser.error("--server-cmd is given more than once: that names the nodes of --cluster-nodes N")
     if not args.tls and (args.tls_ca or args.tls_insecure or args.tls_server_name):
         parser.error("--tls-ca, --tls-insecure and --tls-server-name go with --tls")
     if args.auth_reserved is not None and args.auth_token is None:
         parser.error("--auth-reserved goes with --auth-token")
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_option_pairs(parser, args)
+    if args.list:
+        list_cases(out)
+        return 0
     try:
         security = _security(args)
     except TlsFailure as exc:

@@ -18,7 +18,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -275,32 +275,34 @@ class SelectServer:
             return
         frames = peer.outbox.frames
         if frames:
-            try:
-                if len(frames) == 1:
-                    sent = peer.sock.send(frames[0])
-                else:
-                    sent = peer.sock.sendmsg(frames[:SEND_BUFFERS])
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as exc:
-                self._lost(peer, exc)
+            sent = self._send(peer, frames)
+            if sent is None:
                 return
             self.core.sent(peer.client, sent)
         self._update_events(peer)
+
+    def _send(self, peer: _Peer, buffers: Sequence[bytes | bytearray | memoryview]) -> int | None:
+        """Write what the socket takes of ``buffers`` (the first ``SEND_BUFFERS`` of them);
+        None if that lost the connection."""
+        try:
+            if len(buffers) == 1:
+                return peer.sock.send(buffers[0])
+            return peer.sock.sendmsg(buffers[:SEND_BUFFERS])
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            self._lost(peer, exc)
+            return None
 
     def _write_tls(self, peer: _Peer, tls: TlsSession) -> None:
         outbox = peer.outbox
         taken = tls.encrypt(outbox.frames) if outbox.frames else 0
         cipher = peer.cipher
         cipher += tls.take_output()
-        sent = 0
+        sent: int | None = 0
         if cipher:
-            try:
-                sent = peer.sock.send(cipher)
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError as exc:
-                self._lost(peer, exc)
+            sent = self._send(peer, (cipher,))
+            if sent is None:
                 return
             del cipher[:sent]
         if taken or sent:

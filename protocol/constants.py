@@ -230,6 +230,14 @@ CLUSTER_READ_COUNT: Final = 1000
 #: The room a node serves without --room.
 DEFAULT_ROOM: Final = "main"
 
+#: Seconds within which, after a node dies without a word (kill -9), every other node has sent
+#: `left` for each of its members (§18.5): its lease expires, and the next reap of every other
+#: node, a refresh later at most, removes them. Socket.IO's Redis adapter states no bound.
+CLUSTER_DEPARTURE_BOUND: Final = CLUSTER_LEASE_TTL + 2 * CLUSTER_LEASE_REFRESH
+#: Seconds within which, after Redis restarts empty, every member has been told (shutdown) or
+#: its node serves the room again (§18.6): the resume bound, and as long again for reconnecting.
+CLUSTER_RECOVERY_BOUND: Final = 2 * CLUSTER_RESUME_BOUND + CLUSTER_REPLY_TIMEOUT
+
 #: Shutdown reasons of a clustered node (§18.6, §18.7): the members' room is no longer served.
 CLUSTER_LOST_REASON: Final = "room unavailable: the server lost its cluster link"
 CLUSTER_RESET_REASON: Final = "room reset: the cluster lost the room's log"

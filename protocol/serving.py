@@ -92,6 +92,7 @@ def make_core(options: ServerOptions, implementation: str, access: Access | None
             address=ClusterAddress.parse(options.cluster),
             room=options.room,
             max_frame=options.max_frame,
+            say_window=options.output_soft_limit,
             access=access,
         )
         log.info("room %s on %s, as node %s", options.room, options.cluster, rules.node)

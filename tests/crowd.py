@@ -20,7 +20,7 @@ import selectors
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,13 +139,24 @@ class Peer:
 
 
 class Crowd:
-    """Peers of one server, all served by one selector."""
+    """Peers of one server (or of a cluster's nodes, in turn), all served by one selector."""
 
-    def __init__(self, address: tuple[str, int], codec: Codec | None = None) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        codec: Codec | None = None,
+        *,
+        addresses: Sequence[tuple[str, int]] = (),
+    ) -> None:
         self.address = address
+        #: Where peers connect, one after the other: a cluster's nodes, or just ``address``.
+        self.addresses = list(addresses) or [address]
+        self._next_address = itertools.cycle(self.addresses)
         self.codec: Codec = codec if codec is not None else MsgpackCodec()
         self.selector = selectors.DefaultSelector()
         self.peers: list[Peer] = []
+        #: The address each peer connected to.
+        self.address_of: dict[Peer, tuple[str, int]] = {}
 
     def __enter__(self) -> Crowd:
         return self
@@ -162,22 +173,28 @@ class Crowd:
 
     # --- connections ----------------------------------------------------------------------
 
-    def open(self, names: Iterable[str], *, rcvbuf: int | None = None) -> list[Peer]:
-        """Start connecting one peer per name; ``pump`` completes the connections."""
+    def open(
+        self, names: Iterable[str], *, rcvbuf: int | None = None, address: tuple[str, int] | None = None
+    ) -> list[Peer]:
+        """Start connecting one peer per name (to ``address``, or to the next node in turn);
+        ``pump`` completes the connections."""
         opened = []
+        fixed = address
         for name in names:
-            sock = socket.socket(socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET)
+            address = fixed or next(self._next_address)
+            sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
             if rcvbuf is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect: the window
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             peer = Peer(name, sock, self.codec)
-            code = sock.connect_ex(self.address)
+            code = sock.connect_ex(address)
             if code not in (0, errno.EINPROGRESS):
                 sock.close()
                 raise OSError(code, f"{name}: connect failed: {errno.errorcode.get(code, code)}")
             self.selector.register(sock, selectors.EVENT_WRITE, peer)
             self.peers.append(peer)
+            self.address_of[peer] = address
             opened.append(peer)
         return opened
 
@@ -329,6 +346,148 @@ class Crowd:
             self.selector.unregister(peer.sock)
         elif key.events != events:
             self.selector.modify(peer.sock, events, peer)
+
+
+# --- a room's accounting ------------------------------------------------------------------------
+
+
+def knows_everyone(peer: Peer, count: int) -> bool:
+    """Its welcome counted those before it; a joined followed for each later one."""
+    assert peer.welcome is not None
+    later = sum(isinstance(m, Joined) for m in peer.others)
+    return peer.welcome.clients - 1 + later == count - 1
+
+
+#: Messages each sender sends per round; readers catch up between rounds, which bounds what
+#: the server holds for any reader to one round of everyone's messages.
+BATCH = 50
+
+
+@dataclass
+class AccountedRoom:
+    """What :func:`accounted_room` checked."""
+
+    clients: int
+    churn: int
+    messages: int
+    delivered: int
+    elapsed: float
+    #: The members at the end (stayers and latecomers), before they closed.
+    present: list[Peer]
+
+    def describe(self) -> str:
+        return (
+            f"{self.clients} + {self.churn} clients x {self.messages} messages: {self.delivered} deliveries "
+            f"checked in {self.elapsed:.1f} s ({self.delivered / self.elapsed:,.0f}/s)"
+        )
+
+
+def accounted_room(
+    crowd: Crowd,
+    clients: int,
+    messages: int,
+    *,
+    after_joins: Callable[[], None] = lambda: None,
+    before_close: Callable[[list[Peer]], None] = lambda present: None,
+) -> AccountedRoom:
+    """``clients`` x ``messages`` with churn through ``crowd``'s server, every delivery accounted.
+
+    Every message reaches every client present for it exactly once, each sender's order kept;
+    leavers' messages all arrive, then their ``left``; latecomers get an unbroken tail. Calls
+    ``after_joins`` once every client knows every other, ``before_close`` with the members
+    at the end, then closes them all.
+    """
+    churn = max(2, clients // 20)  # leavers, and as many latecomers
+    midway = messages // 2 // BATCH * BATCH
+    started = time.monotonic()
+    first = crowd.join((f"c{i:04d}" for i in range(clients)), timeout=60 + clients / 10)
+    counts = sorted(p.welcome.clients for p in first if p.welcome is not None)
+    assert counts == list(range(1, clients + 1))
+    everyone_known = at_most_every(0.05, lambda: all(knows_everyone(p, clients) for p in first))
+    crowd.pump(everyone_known, 60, "every joined")
+    after_joins()
+    leavers, stayers = first[:churn], first[churn:]
+    latecomers: list[Peer] = []
+    sent = dict.fromkeys(first, 0)
+
+    def caught_up() -> bool:
+        # A cheap count first: the stayers hear every sender from its first message on.
+        total = sum(sent.values())
+        if sum(r.relayed for r in stayers) < sum(total - sent[r] for r in stayers):
+            return False
+        readers = stayers + latecomers
+        return all(
+            reader.next_sequence.get(sender.name, 0) >= sent[sender]
+            for reader in readers
+            for sender in readers
+            if sender is not reader
+        )
+
+    def churned() -> bool:
+        return all(p.welcome is not None for p in latecomers) and all(
+            leaver.ended and leaver.name in reader.left_at for leaver in leavers for reader in stayers
+        )
+
+    for start in range(0, messages, BATCH):
+        if start == midway:
+            # The leavers send the rest at once and quit; latecomers join, then send all theirs.
+            for peer in leavers:
+                crowd.say(peer, range(sent[peer], messages))
+                sent[peer] = messages
+                crowd.half_close(peer)
+            latecomers = crowd.open(f"late{i:03d}" for i in range(churn))
+            for peer in latecomers:
+                crowd.send(peer, Hello(peer.name))
+            crowd.pump(at_most_every(0.05, churned), 60, "the leavers gone and the latecomers in")
+            for peer in latecomers:
+                crowd.say(peer, range(messages))
+                sent[peer] = messages
+        for peer in stayers if latecomers else first:
+            end = min(start + BATCH, messages)
+            crowd.say(peer, range(sent[peer], end))
+            sent[peer] = end
+        crowd.pump(at_most_every(0.05, caught_up), 60 + clients * clients * BATCH / 20_000, "a round")
+    present = stayers + latecomers
+    # Whatever was in flight (a duplicate, a message after a left) is in before the pongs.
+    crowd.barrier(present)
+    elapsed = time.monotonic() - started
+    delivered = sum(p.relayed for p in crowd.peers)
+
+    for peer in crowd.peers:
+        assert peer.violations == [], peer.violations[:10]
+        assert peer.errors() == []
+    for leaver in leavers:
+        assert leaver.ended == "FIN"
+    for reader in stayers:
+        for sender in present + leavers:
+            if sender is not reader:
+                assert reader.received_from(sender.name) == messages, (reader.name, sender.name)
+        for leaver in leavers:
+            assert reader.left_at[leaver.name] == messages  # all its messages, then its left (§11.3)
+        lefts = [m for m in reader.others if isinstance(m, Left)]
+        assert sorted(m.name for m in lefts) == sorted(p.name for p in leavers)
+        assert {m.reason for m in lefts} == {"quit"}
+        joined = [m.name for m in reader.others if isinstance(m, Joined)]
+        assert sorted(joined[-churn:]) == sorted(p.name for p in latecomers)
+    for reader in latecomers:
+        for sender in stayers:
+            # Present from its welcome on: an unbroken tail from midway at the latest.
+            assert reader.first_sequence[sender.name] <= midway
+            assert reader.next_sequence[sender.name] == messages
+        for sender in latecomers:
+            if sender is not reader:
+                assert reader.received_from(sender.name) == messages
+        for leaver in leavers:
+            # It joined while the leavers were sending their last: an unbroken tail, then left.
+            if leaver.name in reader.next_sequence:
+                assert reader.next_sequence[leaver.name] == messages
+                assert reader.left_at[leaver.name] == messages
+
+    before_close(present)
+    for peer in present:
+        crowd.half_close(peer)
+    crowd.pump(lambda: all(p.ended for p in present), 60, "every close")
+    return AccountedRoom(clients, churn, messages, delivered, elapsed, present)
 
 
 # --- servers -------------------------------------------------------------------------------------

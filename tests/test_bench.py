@@ -83,11 +83,11 @@ def test_a_delivery_other_than_the_expected_one_is_not_counted(wire: Wire) -> No
     assert (counter.deliveries, counter.others) == (4, 1)
 
 
-@pytest.mark.timeout(180)
-def test_the_quick_run_produces_every_row_with_every_delivery_accounted(tmp_path: Path) -> None:
+def quick_run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """``python -m bench --quick ARGS``, which must succeed: its output and its results."""
     output = tmp_path / "results.json"
     finished = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--json", str(output)],
+        [sys.executable, "-m", "bench", "--quick", *args, "--json", str(output)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -95,7 +95,13 @@ def test_the_quick_run_produces_every_row_with_every_delivery_accounted(tmp_path
         check=False,
     )
     assert finished.returncode == 0, finished.stderr[-2000:]
-    results = json.loads(output.read_text(encoding="utf-8"))
+    results: dict[str, Any] = json.loads(output.read_text(encoding="utf-8"))
+    return finished, results
+
+
+@pytest.mark.timeout(180)
+def test_the_quick_run_produces_every_row_with_every_delivery_accounted(tmp_path: Path) -> None:
+    finished, results = quick_run(tmp_path)
     peers = ["impl_select", "impl_asyncio", "baseline"]
     if shutil.which("redis-server"):
         peers.append("redis")
@@ -123,6 +129,21 @@ def test_the_quick_run_produces_every_row_with_every_delivery_accounted(tmp_path
         plot = tmp_path / f"results-{job}.png"
         assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
         assert f"plot written to {plot}" in finished.stdout
+
+
+@pytest.mark.timeout(180)
+def test_the_quick_cluster_run_accounts_every_delivery_and_reports_the_hop(tmp_path: Path) -> None:
+    """``--cluster``: two nodes on one Redis beside a single server; needs redis-server (fails without)."""
+    finished, results = quick_run(
+        tmp_path, "--cluster", "--only", "fanout,latency", "--peers", "impl_select,redis"
+    )
+    assert "cluster" not in results["skipped"], results["skipped"]
+    fanout = results["fanout"]["cluster"]
+    assert fanout["accounted"], fanout["runs"]
+    assert {"node0_cpu", "node1_cpu", "node2_cpu"} <= set(fanout), sorted(fanout)
+    for load in results["latency"]["cluster"].values():
+        assert load["accounted"], load["runs"]
+    assert "Cluster hop:" in finished.stdout and "per-process CPU" in finished.stdout
 
 
 # --- the command line, the report and the plots ------------------------------------------------

@@ -79,11 +79,11 @@ def messages(data: bytes) -> list[Any]:
 class Node:
     """One node's rules and core, its links up and the room loaded from an empty snapshot."""
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, core: dict[str, Any] | None = None, **options: Any) -> None:
         self.rules = ClusterRules(
             CODEC, server_name="test/1", address=ClusterAddress("127.0.0.1", 6379, 0), **options
         )
-        self.server = MemoryServer(ServerCore(CODEC, server_name="test/1", rules=self.rules))
+        self.server = MemoryServer(ServerCore(CODEC, server_name="test/1", rules=self.rules, **(core or {})))
         self.seq = 0
         self.server.advance(0.0)
         self.up()
@@ -389,3 +389,67 @@ def test_a_malformed_log_entry_costs_the_link_not_the_server() -> None:
     assert node.rules.reader.state is LinkState.DOWN
     assert node.rules.commands.wants_close  # both links start over, and the room resumes
     assert node.messages(alice) == []  # held, within the resume bound
+
+
+def say_entry(member: bytes, text: bytes) -> tuple[bytes, ...]:
+    return (b"k", b"s", b"m", member, b"t", text)
+
+
+def test_says_wait_while_the_text_proposed_and_not_applied_passes_the_window() -> None:
+    node = Node(say_window=1000)
+    alice = node.join("alice")
+    for text in ("a" * 600, "b" * 600, "c" * 10):
+        node.server.receive(alice, encode_message(CODEC, Say(text)))
+    first, second = commands(node.rules.commands)  # 1,200 octets out: the third waits (§18.2)
+    assert (first[-1], second[-1]) == (b"a" * 600, b"b" * 600)
+    assert node.rules.holding_says and alice in node.server.paused  # and alice is not read
+    node.feed(node.rules.commands, b"ok", b"ok")
+    assert commands(node.rules.commands) == []  # acknowledged is not applied
+    node.entries(say_entry(node.member(alice), b"a" * 600))
+    (third,) = commands(node.rules.commands)  # 600 octets out: the says go on, in order
+    assert third[-1] == b"c" * 10 and alice not in node.server.paused
+
+
+def test_a_say_proposal_refused_frees_its_part_of_the_window() -> None:
+    node = Node(say_window=1000)
+    alice = node.join("alice")
+    for text in ("a" * 600, "b" * 600, "c" * 10):
+        node.server.receive(alice, encode_message(CODEC, Say(text)))
+    assert len(commands(node.rules.commands)) == 2
+    node.feed(node.rules.commands, b"gone", b"gone")  # removed meanwhile: no entry will come
+    assert not node.rules.holding_says
+    (third,) = commands(node.rules.commands)
+    assert third[-1] == b"c" * 10
+
+
+def test_input_held_for_the_log_goes_on_within_the_read_budget_and_the_window() -> None:
+    node = Node(say_window=1000, core={"read_budget": 1000})
+    alice = node.join("alice")
+    says = b"".join(encode_message(CODEC, Say(f"{i:03d}" + "x" * 297)) for i in range(8))
+    node.server.receive(alice, encode_message(CODEC, Ping("p")) + says)
+    (position,) = commands(node.rules.commands)
+    assert position == [b"GET", b"chatwire:{main}:seq"]
+    node.feed(node.rules.commands, b"%d" % node.seq)
+    assert node.messages(alice) == [Pong("p")]
+    # Released, the says behind the ping are read as any input is: one read budget's worth
+    # (four says, 1,200 octets) in a turn; then the window holds the rest until the log moves.
+    (say,) = commands(node.rules.commands)
+    assert [text[:3] for text in say[15:]] == [b"000", b"001", b"002", b"003"]
+    assert node.rules.holding_says
+
+
+def test_a_welcome_decided_by_the_log_starts_the_idle_timer() -> None:
+    node = Node(core={"hello_timeout": 0.5, "idle_timeout": 0.8})
+    client = node.server.connect("192.0.2.7")
+    node.server.receive(client, encode_message(CODEC, Hello("alice")))
+    commands(node.rules.commands)
+    node.server.advance(0.3)
+    node.entries((b"k", b"j", b"m", node.member(client), b"n", b"alice", b"h", b"192.0.2.7", b"c", b"1"))
+    assert isinstance(node.messages(client)[0], Welcome)
+    node.server.advance(0.3)  # past the hello timeout from the connection: it has stopped (§7.4)
+    assert node.messages(client) == [] and client not in node.server.closed
+    node.server.advance(0.79 - 0.3)
+    assert node.messages(client) == []
+    node.server.advance(0.02)  # idle_timeout after the welcome, with no frame since (§7.5)
+    (error,) = node.messages(client)
+    assert (error.code, error.fatal) == ("idle_timeout", True)

@@ -58,12 +58,10 @@ EXCLUDED_SECTIONS = {
     "15.1": "not observable on the wire",
     # Defines conformance and this suite's reporting; requires nothing of a server.
     "16": "about the suite",
-    # Clustered servers bind several nodes at once; tests/test_cluster.py checks each of these
-    # against nodes of both servers until the runner's cluster mode has cases that cite them.
-    "18.2": "several nodes: tests/test_cluster.py",
-    "18.4": "several nodes: tests/test_cluster.py",
-    "18.5": "several nodes: tests/test_cluster.py",
-    "18.7": "a trimmed log: tests/test_cluster_rules.py",
+    # A gap in a clustered room's log: a node must fall CLUSTER_LOG_MAXLEN (100,000) entries
+    # behind while its lease holds, which no client can make happen in a bounded case; the
+    # lease would expire first (§18.5, CLUSTER-NODE-DEATH). tests/test_cluster_rules.py plays it.
+    "18.7": "not provokable from outside in bounded time",
 }
 
 #: Error codes no case provokes, and why.
@@ -221,7 +219,8 @@ def test_bundled_server_passes_the_whole_suite_over_tls_with_a_token(
     security = [case_id for case_id in by_id if case_id.startswith(("TLS-", "AUTH-"))]
     assert len(security) >= 10 and all(by_id[c]["outcome"] == "pass" for c in security), security
     skipped = {c["id"]: c["message"] for c in result.cases if c["outcome"] == "skip"}
-    assert all("pickle codec only" in reason or "IPv6" in reason for reason in skipped.values()), skipped
+    allowed = ("pickle codec only", "IPv6", "several nodes only")
+    assert all(any(why in reason for why in allowed) for reason in skipped.values()), skipped
 
 
 def test_the_runners_tls_options_go_together(tmp_path: Path) -> None:

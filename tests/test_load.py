@@ -19,10 +19,19 @@ import socket
 import time
 
 import pytest
-from crowd import Crowd, Peer, at_most_every, raise_descriptor_limit, running, say_text, settle
+from crowd import (
+    Crowd,
+    Peer,
+    accounted_room,
+    at_most_every,
+    raise_descriptor_limit,
+    running,
+    say_text,
+    settle,
+)
 
 from conformance.serverproc import BUNDLED
-from protocol import Hello, Joined, Left, Message, MsgpackCodec, Relayed, Say, encode_message
+from protocol import Joined, Left, Message, MsgpackCodec, Relayed, Say, encode_message
 
 #: Clients x messages per client, for the CI run.
 DEFAULT_SIZE = "80x120"
@@ -39,118 +48,21 @@ def impl(request: pytest.FixtureRequest) -> str:
     return name
 
 
-def knows_everyone(peer: Peer, count: int) -> bool:
-    """Its welcome counted those before it; a joined followed for each later one."""
-    assert peer.welcome is not None
-    later = sum(isinstance(m, Joined) for m in peer.others)
-    return peer.welcome.clients - 1 + later == count - 1
-
-
-#: Messages each sender sends per round; readers catch up between rounds, which bounds what
-#: the server holds for any reader to one round of everyone's messages.
-BATCH = 50
-
-
 def test_every_message_reaches_every_client_present_exactly_once_in_order(impl: str) -> None:
     clients, messages = load_size()
-    churn = max(2, clients // 20)  # leavers, and as many latecomers
-    midway = messages // 2 // BATCH * BATCH
-    raise_descriptor_limit(clients + churn + 100)
-    started = time.monotonic()
+    raise_descriptor_limit(clients + clients // 10 + 100)
+    baseline_fds = 0
+
+    def count_server_fds() -> None:
+        nonlocal baseline_fds
+        # Every client is a member, so its one descriptor is open: the server's own are the rest.
+        baseline_fds = (server.open_fds() or 0) - clients
+
     with running(impl, "--log-level", "WARNING") as server:
         with Crowd(server.address) as crowd:
-            first = crowd.join(f"c{i:04d}" for i in range(clients))
-            counts = sorted(p.welcome.clients for p in first if p.welcome is not None)
-            assert counts == list(range(1, clients + 1))
-            everyone_known = at_most_every(0.05, lambda: all(knows_everyone(p, clients) for p in first))
-            crowd.pump(everyone_known, 60, "every joined")
-            # Every client is a member, so its one descriptor is open: the server's own are the rest.
-            baseline_fds = (server.open_fds() or 0) - clients
-            leavers, stayers = first[:churn], first[churn:]
-            latecomers: list[Peer] = []
-            sent = dict.fromkeys(first, 0)
-
-            def caught_up() -> bool:
-                # A cheap count first: the stayers hear every sender from its first message on.
-                total = sum(sent.values())
-                if sum(r.relayed for r in stayers) < sum(total - sent[r] for r in stayers):
-                    return False
-                readers = stayers + latecomers
-                return all(
-                    reader.next_sequence.get(sender.name, 0) >= sent[sender]
-                    for reader in readers
-                    for sender in readers
-                    if sender is not reader
-                )
-
-            def churned() -> bool:
-                return all(p.welcome is not None for p in latecomers) and all(
-                    leaver.ended and leaver.name in reader.left_at for leaver in leavers for reader in stayers
-                )
-
-            for start in range(0, messages, BATCH):
-                if start == midway:
-                    # The leavers send the rest at once and quit; latecomers join, then send all theirs.
-                    for peer in leavers:
-                        crowd.say(peer, range(sent[peer], messages))
-                        sent[peer] = messages
-                        crowd.half_close(peer)
-                    latecomers = crowd.open(f"late{i:03d}" for i in range(churn))
-                    for peer in latecomers:
-                        crowd.send(peer, Hello(peer.name))
-                    crowd.pump(at_most_every(0.05, churned), 60, "the leavers gone and the latecomers in")
-                    for peer in latecomers:
-                        crowd.say(peer, range(messages))
-                        sent[peer] = messages
-                for peer in stayers if latecomers else first:
-                    end = min(start + BATCH, messages)
-                    crowd.say(peer, range(sent[peer], end))
-                    sent[peer] = end
-                crowd.pump(at_most_every(0.05, caught_up), 60 + clients * clients * BATCH / 20_000, "a round")
-            present = stayers + latecomers
-            # Whatever was in flight (a duplicate, a message after a left) is in before the pongs.
-            crowd.barrier(present)
-            elapsed = time.monotonic() - started
-            delivered = sum(p.relayed for p in crowd.peers)
-
-            for peer in crowd.peers:
-                assert peer.violations == [], peer.violations[:10]
-                assert peer.errors() == []
-            for leaver in leavers:
-                assert leaver.ended == "FIN"
-            for reader in stayers:
-                for sender in present + leavers:
-                    if sender is not reader:
-                        assert reader.received_from(sender.name) == messages, (reader.name, sender.name)
-                for leaver in leavers:
-                    assert reader.left_at[leaver.name] == messages  # all its messages, then its left (§11.3)
-                lefts = [m for m in reader.others if isinstance(m, Left)]
-                assert sorted(m.name for m in lefts) == sorted(p.name for p in leavers)
-                assert {m.reason for m in lefts} == {"quit"}
-                joined = [m.name for m in reader.others if isinstance(m, Joined)]
-                assert sorted(joined[-churn:]) == sorted(p.name for p in latecomers)
-            for reader in latecomers:
-                for sender in stayers:
-                    # Present from its welcome on: an unbroken tail from midway at the latest.
-                    assert reader.first_sequence[sender.name] <= midway
-                    assert reader.next_sequence[sender.name] == messages
-                for sender in latecomers:
-                    if sender is not reader:
-                        assert reader.received_from(sender.name) == messages
-                for leaver in leavers:
-                    # It joined while the leavers were sending their last: an unbroken tail, then left.
-                    if leaver.name in reader.next_sequence:
-                        assert reader.next_sequence[leaver.name] == messages
-                        assert reader.left_at[leaver.name] == messages
-
-            for peer in present:
-                crowd.half_close(peer)
-            crowd.pump(lambda: all(p.ended for p in present), 60, "every close")
+            room = accounted_room(crowd, clients, messages, after_joins=count_server_fds)
         settle(server.open_fds, baseline_fds, 10, "server descriptors after every client left")
-        print(
-            f"\n{impl}: {clients} + {churn} clients x {messages} messages: {delivered} deliveries "
-            f"checked in {elapsed:.1f} s ({delivered / elapsed:,.0f}/s); server RSS {server.rss_kib()} KiB"
-        )
+        print(f"\n{impl}: {room.describe()}; server RSS {server.rss_kib()} KiB")
 
 
 def test_the_accounting_catches_loss_duplication_reordering_and_late_or_early_notices() -> None:

@@ -131,6 +131,7 @@ def _flood(sender: WirePeer, batches: int, tag: str) -> threading.Thread:
     "a reader that keeps up is never cut off by a flooder: the flood waits, nothing is lost",
     also=("11",),
     settings=Settings(output_soft_limit=SOFT, max_output_buffer=4 * SOFT, slow_consumer_timeout=30.0),
+    per_node=True,
 )
 def test_backpressure_sender_waits(ctx: Context) -> None:
     flooder, reader = ctx.members("flooder", "reader")
@@ -240,6 +241,7 @@ INPUT_TOTAL = 65536
     "past the input total the largest holder gets server_busy (fatal); above 3/4 of it a newcomer does",
     also=("9.1",),
     settings=Settings(max_total_input=INPUT_TOTAL),
+    per_node=True,
 )
 def test_server_busy_input_total(ctx: Context) -> None:
     small, large, third, witness = ctx.members("small", "large", "third", "witness")

@@ -41,6 +41,7 @@ from ..constants import (
     CLUSTER_RESET_REASON,
     CLUSTER_RESUME_BOUND,
     DEFAULT_MAX_FRAME,
+    DEFAULT_OUTPUT_SOFT_LIMIT,
     DEFAULT_ROOM,
     HEADER_SIZE,
     PROTOCOL_VERSION,
@@ -51,7 +52,7 @@ from ..constants import (
 from ..errors import ProtocolError, RemoteProtocolError
 from ..logtext import escape
 from ..messages import Hello, Joined, Left, Ping, Say, Shutdown, Welcome, Who
-from ..names import name_key, name_problem, name_skeleton
+from ..names import name_key, name_skeleton
 from ..server.access import Access
 from ..server.room import Seat
 from ..server.rules import Action, ClientId, Close, Relay, Send, ServerRules, Stop, _Client
@@ -111,6 +112,11 @@ class _Proposal:
     args: tuple[bytes | str | int, ...]
 
 
+def _text_octets(proposal: _Proposal) -> int:
+    """The octets of text a ``say`` proposal carries (its arguments after the client id)."""
+    return sum(len(text) for text in proposal.args[1:] if isinstance(text, bytes))
+
+
 def _text(value: bytes) -> str:
     # Texts may hold lone surrogates (pickle, §4.3); they travel through Redis as such.
     return value.decode("utf-8", "surrogatepass")
@@ -132,12 +138,18 @@ class ClusterRules(ServerRules):
         room: str = DEFAULT_ROOM,
         max_frame: int = DEFAULT_MAX_FRAME,
         max_held_input: int = CLUSTER_HELD_INPUT,
+        say_window: int = DEFAULT_OUTPUT_SOFT_LIMIT,
         access: Access | None = None,
     ) -> None:
         super().__init__(codec, server_name=server_name, max_frame=max_frame, access=access)
         self.address = address
         self.room_name = room
         self.max_held_input = max_held_input
+        #: Octets of text this node may have proposed and not yet applied before its says wait
+        #: (§18.2): so a congestion it sees comes in time to hold its own senders (§10.1).
+        self.say_window = say_window
+        self._unapplied = 0  # octets of text proposed and not yet applied (or refused)
+        self._released: list[ClientId] = []  # held input that may be handled again
         # One hash tag for all of a room's keys: a Redis Cluster would keep them on one shard.
         self.prefix = f"chatwire:{{{room}}}:"
         self._keys = tuple(
@@ -150,6 +162,7 @@ class ClusterRules(ServerRules):
             link.on_up = self._link_up
             link.on_down = self._link_down
         self.node = secrets.token_hex(8)
+        self._member_prefix = f"{self.node}:".encode()  # of this node's member ids
         self.epoch: bytes | None = None  # the room's, once a snapshot is loaded
         self.applied = 0  # the sequence number of the last entry applied
         self.last_id = b"0-0"  # and its Stream id
@@ -273,6 +286,17 @@ class ClusterRules(ServerRules):
         actions = super().receive(client, data, now, budget, hold_says)
         return actions + self.take_actions() if self._actions or self._says else actions
 
+    def resume(
+        self, client: ClientId, now: float = 0.0, budget: int = 1 << 62, hold_says: bool = False
+    ) -> list[Action]:
+        state = self._clients.get(client)
+        if state is not None and state.held:
+            self.stop = Stop.DONE  # held for the log again: released once more when it decides
+            self.spent = 0
+            return self.take_actions()
+        actions = super().resume(client, now, budget, hold_says)
+        return actions + self.take_actions() if self._actions or self._says else actions
+
     def shutdown(self) -> list[Action]:
         actions = super().shutdown()
         self._joining.clear()
@@ -297,14 +321,7 @@ class ClusterRules(ServerRules):
 
     def _handle(self, client: ClientId, state: _Client, message: object, actions: list[Action]) -> None:
         if isinstance(message, Say):
-            relay = state.relay
-            if relay is None:
-                raise LookupError(f"connection {client} says before joining")
-            if len(relay.frame(message.text)) - HEADER_SIZE > self.max_frame:
-                too_long = ProtocolError(
-                    ErrorCode.TEXT_TOO_LONG, "the relayed message would not fit max_frame"
-                )
-                self._refuse(client, too_long, actions)
+            if self._relay_frame(client, state, message, actions) is None:
                 return
             says = self._says.setdefault(client, [])
             text = _octets(message.text)
@@ -324,16 +341,11 @@ class ClusterRules(ServerRules):
 
     def _join(self, client: ClientId, state: _Client, hello: Hello, actions: list[Action]) -> None:
         name = hello.name
-        problem = name_problem(name)
-        if problem is not None:
-            self._refuse(client, ProtocolError(ErrorCode.NAME_INVALID, problem), actions)
+        try:
+            self._admit(state, hello)
+        except RemoteProtocolError as exc:
+            self._refuse(client, exc, actions)
             return
-        if self.access is not None:
-            try:  # §17.3 before the room: a stranger learns nothing of who is in it
-                self.access.check(state.host, name, hello.token, self._now)
-            except RemoteProtocolError as exc:
-                self._refuse(client, exc, actions)
-                return
         if self._unavailable:
             self._cut(client, CLUSTER_LOST_REASON, actions)
             return
@@ -384,8 +396,17 @@ class ClusterRules(ServerRules):
         if state is None or not state.held:
             return
         state.held = False
-        # Not within a read budget: this input was read before, and is handled as soon as it may.
-        self._actions.extend(self._run(client, state, 1 << 62, False))
+        # Handled by the core's next turn (take_released), within a read budget and §10.1's hold
+        # like any input left over: a say pipelined behind a ping is no way around them.
+        self._released.append(client)
+
+    def take_released(self) -> list[ClientId]:
+        released, self._released = self._released, []
+        return released
+
+    @property
+    def holding_says(self) -> bool:
+        return self._unapplied >= self.say_window
 
     # --- proposals ---------------------------------------------------------------------------
 
@@ -411,12 +432,14 @@ class ClusterRules(ServerRules):
                 self.prefix,
                 *proposal.args,
             ),
-            lambda reply: self._acknowledged(proposal.number, reply),
+            lambda reply: self._acknowledged(proposal, reply),
         )
 
-    def _acknowledged(self, number: int, reply: Reply) -> None:
-        while self._proposals and self._proposals[0].number <= number:
+    def _acknowledged(self, proposal: _Proposal, reply: Reply) -> None:
+        while self._proposals and self._proposals[0].number <= proposal.number:
             self._proposals.popleft()
+        if proposal.script == "say" and reply not in (b"ok", b"dup"):
+            self._unapplied -= _text_octets(proposal)  # no entry of it will be applied
         if reply == b"epoch":
             self._room_lost()
         elif isinstance(reply, hiredis.ReplyError):
@@ -429,6 +452,7 @@ class ClusterRules(ServerRules):
         self._say_octets = 0
         for client, texts in says.items():
             if client in self.room:
+                self._unapplied += sum(map(len, texts))
                 self._propose("say", (client, *texts))
 
     # --- the log -----------------------------------------------------------------------------
@@ -481,7 +505,10 @@ class ClusterRules(ServerRules):
         kind = entry[b"k"]
         member = entry[b"m"]
         if kind == b"s":
-            self._apply_say(member, _text(entry[b"t"]))
+            text = entry[b"t"]
+            if member.startswith(self._member_prefix):
+                self._unapplied -= len(text)
+            self._apply_say(member, _text(text))
         elif kind == b"j":
             self._apply_join(member, _text(entry[b"n"]), _text(entry[b"h"]), int(entry[b"c"]))
         elif kind == b"l":
@@ -704,9 +731,12 @@ class ClusterRules(ServerRules):
         self._proposals.clear()
         self._says.clear()
         self._say_octets = 0
+        self._unapplied = 0
+        self._released.clear()
         if self.epoch is not None:
             self._abandoned.append(self.node)
         self.node = secrets.token_hex(8)
+        self._member_prefix = f"{self.node}:".encode()
         self.epoch = None
         self.members = {}
         self.applied = 0

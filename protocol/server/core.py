@@ -380,7 +380,7 @@ class ServerCore:
                 self._forget(outbox, Disposal.CLOSE)
             return
         rules = self.rules
-        actions = rules.receive(client, data, now, self.read_budget, self._holding)
+        actions = rules.receive(client, data, now, self.read_budget, self._holding or rules.holding_says)
         stop, spent = rules.stop, rules.spent
         self._carry_out(actions)
         if client in self._hello and rules.joined(client):
@@ -396,7 +396,7 @@ class ServerCore:
             outbox = self._outboxes.get(client)
             if outbox is None or client not in self._pending:
                 continue
-            actions = rules.resume(client, now, self.read_budget, self._holding)
+            actions = rules.resume(client, now, self.read_budget, self._holding or rules.holding_says)
             stop, spent = rules.stop, rules.spent
             self._carry_out(actions)
             self._after_input(outbox, stop, spent, now)
@@ -502,12 +502,20 @@ class ServerCore:
         self._note_welcomes(now)
 
     def _note_welcomes(self, now: float) -> None:
-        """The hellos the rules decided outside a connection's event (a clustered room's)."""
-        for client in self.rules.take_welcomed():
+        """What the rules decided outside a connection's event (a clustered room's log): the
+        hellos welcomed, the input no longer held, and whether says may go on."""
+        rules = self.rules
+        for client in rules.take_welcomed():
             self._hello.cancel(client)  # welcomed: the timer stops (§7.4), the idle one starts (§7.5)
             outbox = self._outboxes.get(client)
             if outbox is not None and outbox.reading and not outbox.closing:
                 self._idle.arm(client, now)
+        for client in rules.take_released():
+            outbox = self._outboxes.get(client)
+            if outbox is not None and not outbox.closing and client not in self._held:
+                (self._parked if outbox.congested else self._pending)[client] = None
+        if self._held and not self._holding and not rules.holding_says:
+            self._release_held()
 
     def accept_failed(self, error: OSError, now: float) -> None:
         """Accepting failed for lack of resources (EMFILE, ENOBUFS...): pause it a while."""
@@ -739,7 +747,11 @@ class ServerCore:
         if any(other in room and not held.stalled for other, held in self._holders.items()):
             return
         self._holding = False
-        # The says that waited go on, on the next turn (§10.1).
+        if not self.rules.holding_says:
+            self._release_held()
+
+    def _release_held(self) -> None:
+        """The says that waited go on, on the next turn (§10.1)."""
         for held in self._held:
             congested = self._outboxes[held].congested
             (self._parked if congested else self._pending)[held] = None

@@ -162,6 +162,17 @@ class ServerRules:
         clustered room decides a hello when its log does); here a hello is decided at once."""
         return []
 
+    def take_released(self) -> list[ClientId]:
+        """The connections whose held input may be handled again since the last call (a
+        clustered room holds it until its log decides, §18.4); here input is never held so."""
+        return []
+
+    @property
+    def holding_says(self) -> bool:
+        """Whether says wait for a reason of the rules' own, besides congestion (a clustered
+        node's says proposed and not yet applied, §18.2); never here."""
+        return False
+
     @property
     def settled(self) -> bool:
         """Whether nothing is left to finish before a stopping server exits."""
@@ -325,16 +336,8 @@ class ServerRules:
 
     def _handle(self, client: ClientId, state: _Client, message: object, actions: list[Action]) -> None:
         if isinstance(message, Say):
-            relay = state.relay
-            if relay is None:  # a member has one; anything else is a bug, caught in receive()
-                raise LookupError(f"connection {client} says before joining")
-            data = relay.frame(message.text)
-            if len(data) - HEADER_SIZE > self.max_frame:
-                too_long = ProtocolError(
-                    ErrorCode.TEXT_TOO_LONG, "the relayed message would not fit max_frame"
-                )
-                self._refuse(client, too_long, actions)
-            else:
+            data = self._relay_frame(client, state, message, actions)
+            if data is not None:
                 members = self.room.members
                 last = actions[-1] if actions else None
                 if type(last) is Relay and last.to is members:  # the run goes on
@@ -355,15 +358,9 @@ class ServerRules:
             self._join(client, state, message, actions)
 
     def _join(self, client: ClientId, state: _Client, hello: Hello, actions: list[Action]) -> None:
-        name = hello.name
         try:
-            if self.access is not None:
-                # §7.3 step 6: name_invalid, then the token (§17.3), then name_taken.
-                problem = name_problem(name)
-                if problem is not None:
-                    raise RemoteProtocolError(ErrorCode.NAME_INVALID, problem)
-                self.access.check(state.host, name, hello.token, self._now)
-            seat = self.room.join(client, name, state.host)
+            self._admit(state, hello)
+            seat = self.room.join(client, hello.name, state.host)
         except RemoteProtocolError as exc:
             self._refuse(client, exc, actions)
             return
@@ -382,6 +379,27 @@ class ServerRules:
         joined = encode_message(self.codec, Joined(seat.name, seat.host, count))
         actions.append(Send(joined, self.room.members, exclude=client))
         log.info("connection %d joined as %s (%d present)", client, escape(seat.identity), count)
+
+    def _relay_frame(self, client: ClientId, state: _Client, say: Say, actions: list[Action]) -> bytes | None:
+        """The ``message`` frame ``say`` becomes, or None (refused) if it would not fit max_frame."""
+        relay = state.relay
+        if relay is None:  # a member has one; anything else is a bug, caught in receive()
+            raise LookupError(f"connection {client} says before joining")
+        data = relay.frame(say.text)
+        if len(data) - HEADER_SIZE > self.max_frame:
+            too_long = ProtocolError(ErrorCode.TEXT_TOO_LONG, "the relayed message would not fit max_frame")
+            self._refuse(client, too_long, actions)
+            return None
+        return data
+
+    def _admit(self, state: _Client, hello: Hello) -> None:
+        """The checks of a hello before the room's (§7.3 step 6): name_invalid, then the token
+        (§17.3), so a stranger learns nothing of who is in the room. Raises RemoteProtocolError."""
+        problem = name_problem(hello.name)
+        if problem is not None:
+            raise RemoteProtocolError(ErrorCode.NAME_INVALID, problem)
+        if self.access is not None:
+            self.access.check(state.host, hello.name, hello.token, self._now)
 
     def _roster_seats(self) -> list[Seat]:
         """Every member in join order, as ``roster`` lists them (§8.5)."""
