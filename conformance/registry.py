@@ -55,6 +55,7 @@ class Settings:
     idle_timeout: float | None = None
     output_soft_limit: int | None = None
     slow_consumer_timeout: float | None = None
+    hold_patience: float | None = None
     max_total_output: int | None = None
     max_total_input: int | None = None
 

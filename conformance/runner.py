@@ -62,8 +62,8 @@ server command templates (spec §16.1):
   short limits also append "--hello-timeout SECONDS", "--max-output-buffer BYTES",
   "--max-frame BYTES" or a bound of spec §7.5, §10.1, §10.2 or §14.2 ("--frame-timeout",
   "--idle-timeout", "--output-soft-limit", "--slow-consumer-timeout", "--max-total-output",
-  "--max-total-input"). A server that accepts none of these flags can be run with
-  --no-config-flags (one codec, fixed in the template; those cases are then skipped).
+  "--max-total-input", "--hold-patience"). A server that accepts none of these flags can be
+  run with --no-config-flags (one codec, fixed in the template; those cases are then skipped).
   A wrapper (a shell script, cargo run, npm start) must pass the flags on, and should exec
   the server so that its exit status is the server's: bash -c 'exec ./server "$@"' server.
   The runner starts each server in a process group of its own, signals the group, and

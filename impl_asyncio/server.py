@@ -215,9 +215,10 @@ class AsyncioServer:
         outbox = self.core.outbox(client)
         assert outbox is not None
         outbox.refresh_held = transport.get_write_buffer_size
-        # resume_writing() reports the drain that ends a congestion (§10.1): the transport
-        # pauses writing past half the soft limit and resumes at it.
-        half = self.core.output_soft_limit // 2
+        # resume_writing() reports the drain that ends a hold or a congestion (§10.1): the
+        # transport pauses writing past half the hold mark (never above the soft limit) and
+        # resumes at it.
+        half = self.core.hold_mark // 2
         transport.set_write_buffer_limits(high=half, low=half)
         peer.client = client
         peer.outbox = outbox

@@ -37,6 +37,17 @@ DEFAULT_MAX_OUTPUT_BUFFER: Final = 8 << 20
 #: one only throttles, so it is set where a reader that keeps up never reaches it: 256 KiB
 #: is what a socket send buffer commonly holds (Linux's tcp_wmem maximum is 4 MiB).
 DEFAULT_OUTPUT_SOFT_LIMIT: Final = 256 << 10
+#: Buffered octets (§10) over which a member holds the room's says, until it drains to half of
+#: them (§10.1 rule 2); the lower of this and the soft limit applies. A pong waits behind at
+#: most this much of the server's output, a few milliseconds of a reader that keeps up. HTTP/2's
+#: initial flow-control window is the same 64 KiB (65,535 octets, RFC 9113 §6.9.2): what a
+#: sender may have outstanding before its peer's reading lets it go on.
+DEFAULT_HOLD_MARK: Final = 64 << 10
+#: Seconds a member that holds the room's says (§10.1) may drain nothing before it no longer
+#: holds them (§10.2): its buffer then grows to the cap or the slow-consumer timeout. Like
+#: TCP's minimum retransmission timeout (1 s, RFC 6298 rule 2.4) it tells a peer that stopped
+#: from one that is slow; a fifth of the slow-consumer timeout.
+DEFAULT_HOLD_PATIENCE: Final = 2.0
 #: Seconds a connection may stay congested before it is cut off as a slow consumer (§10.2).
 #: Redis' soft limit allows 60 s; a congested reader here holds up every sender (§10.1),
 #: so the bound is shorter.
@@ -182,9 +193,10 @@ LISTEN_BACKLOG: Final = 4096
 #: server_busy: the room left is kept for the connections there are.
 BUSY_MARK: Final = 0.75
 #: Unsent octets an accepted socket's kernel buffer takes beyond those in flight
-#: (TCP_NOTSENT_LOWAT): half the soft limit of §10.1, so congestion shows in the server's own
-#: buffer. Apple's and Cloudflare's guidance for HTTP/2 servers uses 16-128 KiB.
-NOT_SENT_LOW_WATER: Final = 128 << 10
+#: (TCP_NOTSENT_LOWAT): half the hold mark of §10.1, so a backlog shows in the server's own
+#: buffer and what a pong waits behind stays small. Apple's and Cloudflare's guidance for
+#: HTTP/2 servers uses 16-128 KiB.
+NOT_SENT_LOW_WATER: Final = 32 << 10
 
 
 # --- clustered servers (§18): one room across nodes, through Redis ----------------------------

@@ -16,6 +16,8 @@ from .constants import (
     DEFAULT_CODEC,
     DEFAULT_FRAME_TIMEOUT,
     DEFAULT_HELLO_TIMEOUT,
+    DEFAULT_HOLD_MARK,
+    DEFAULT_HOLD_PATIENCE,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_FRAME,
     DEFAULT_MAX_OUTPUT_BUFFER,
@@ -47,6 +49,8 @@ class ServerOptions:
     max_output_buffer: int = DEFAULT_MAX_OUTPUT_BUFFER
     output_soft_limit: int = DEFAULT_OUTPUT_SOFT_LIMIT
     slow_consumer_timeout: float = DEFAULT_SLOW_CONSUMER_TIMEOUT
+    hold_mark: int = DEFAULT_HOLD_MARK
+    hold_patience: float = DEFAULT_HOLD_PATIENCE
     frame_timeout: float = DEFAULT_FRAME_TIMEOUT
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     read_budget: int = DEFAULT_READ_BUDGET
@@ -227,6 +231,8 @@ def parse_server_options(prog: str, description: str, argv: Sequence[str] | None
 _BOUNDS: tuple[tuple[str, type, str], ...] = (
     ("--output-soft-limit", int, "buffered bytes over which a client is congested, at least 1"),
     ("--slow-consumer-timeout", float, f"seconds a client may stay congested, at most {MAX_TIMEOUT:g}"),
+    ("--hold-mark", int, "buffered bytes over which a member holds the room's says, at least 1"),
+    ("--hold-patience", float, f"seconds a member may drain nothing yet hold says, at most {MAX_TIMEOUT:g}"),
     ("--frame-timeout", float, f"seconds a member has to complete a frame, at most {MAX_TIMEOUT:g}"),
     ("--idle-timeout", float, f"seconds a member may send no frame, at most {MAX_TIMEOUT:g}"),
     ("--read-budget", int, "bytes of input handled per client per loop turn, at least 1"),

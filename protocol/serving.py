@@ -92,7 +92,7 @@ def make_core(options: ServerOptions, implementation: str, access: Access | None
             address=ClusterAddress.parse(options.cluster),
             room=options.room,
             max_frame=options.max_frame,
-            say_window=options.output_soft_limit,
+            say_window=min(options.hold_mark, options.output_soft_limit),  # the core's hold mark
             access=access,
         )
         log.info("room %s on %s, as node %s", options.room, options.cluster, rules.node)
@@ -104,6 +104,8 @@ def make_core(options: ServerOptions, implementation: str, access: Access | None
         max_output_buffer=options.max_output_buffer,
         output_soft_limit=options.output_soft_limit,
         slow_consumer_timeout=options.slow_consumer_timeout,
+        hold_mark=options.hold_mark,
+        hold_patience=options.hold_patience,
         frame_timeout=options.frame_timeout,
         idle_timeout=options.idle_timeout,
         read_budget=options.read_budget,

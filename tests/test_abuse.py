@@ -148,6 +148,53 @@ def test_a_flooder_cuts_off_no_reader_that_keeps_up(impl: str) -> None:
             assert reader.received_from("flooder") == sent, "a reader lost says"
 
 
+def test_a_member_that_stops_reading_holds_the_readers_says_only_for_the_patience(impl: str) -> None:
+    patience, cap = 1.0, 4 << 20
+    args = [*QUIET, "--hold-patience", str(patience), "--slow-consumer-timeout", "60"]
+    args += ["--max-output-buffer", str(cap)]
+    with running(impl, *args) as server, Crowd(server.address) as crowd:
+        readers = crowd.join([f"reader{n}" for n in range(10)])
+        [stopped] = crowd.join(["stopped"])
+        crowd.barrier([*readers, stopped])
+        crowd.stall(stopped)
+        started = time.monotonic()
+        said = dict.fromkeys(readers, 0)
+        longest, rounds = 0.0, 0
+
+        def gone() -> bool:
+            return any(isinstance(m, Left) and m.name == "stopped" for m in readers[0].others)
+
+        # Each round one reader says 50 says and every other reader reads them all; bounded
+        # by about twice what the cap holds.
+        while not gone() and rounds < 2 * cap // (50 * 200):
+            speaker = readers[rounds % len(readers)]
+            crowd.say(speaker, range(said[speaker], said[speaker] + 50), padding=180)
+            said[speaker] += 50
+            rounds += 1
+            since = time.monotonic()
+            expected, name = said[speaker], speaker.name
+            crowd.pump(
+                lambda: all(r.received_from(name) >= expected for r in readers if r.name != name),  # noqa: B023
+                60,
+                "a round of says",
+            )
+            longest = max(longest, time.monotonic() - since)
+        sent = sum(said.values())
+        elapsed = time.monotonic() - started
+        crowd.barrier(readers)
+        print(
+            f"\n{impl}: the stopped member was cut off after {elapsed:.2f} s ({sent} says); "
+            f"the longest a round of says waited: {longest * 1000:.0f} ms"
+        )
+        lefts = [m for m in readers[0].others if isinstance(m, Left)]
+        assert [(m.name, m.reason) for m in lefts] == [("stopped", "slow_consumer")]
+        assert cut_off(readers, readers) == []
+        # Its patience ran out long before the slow-consumer timeout (60 s): the cap cut it.
+        assert elapsed < 30, f"the readers' says were held {elapsed:.1f} s"
+        for reader in readers:
+            assert reader.violations == [] and reader.errors() == []
+
+
 # --- attack 2: cheap requests with costly answers (§14.2 read budget) ---------------------------------
 
 

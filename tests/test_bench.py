@@ -149,6 +149,24 @@ def test_the_quick_cluster_run_accounts_every_delivery_and_reports_the_hop(tmp_p
 # --- the command line, the report and the plots ------------------------------------------------
 
 
+@pytest.mark.parametrize("impl", ["impl_select", "impl_asyncio"])
+def test_the_flood_run_reports_the_readers_pings_and_the_says_flooded(impl: str) -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench.flood", "--impl", impl, "--readers", "2", "--seconds", "0.5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stderr
+    line = finished.stdout.strip()
+    assert line.startswith(f"{impl}: 2 readers (rcvbuf 65536), ") and " p99 " in line
+    assert int(line.split(", ")[1].split(" says")[0]) >= 500  # the flood was relayed
+    pings = int(line.split(": ")[2].split(" pings")[0])
+    assert pings >= 2  # each reader's first ping at least came back
+
+
 def test_the_help_starts_with_a_sentence_and_explains_every_option() -> None:
     parser = build_parser()
     text = parser.format_help()

@@ -99,6 +99,8 @@ def test_the_servers_accept_the_bounds() -> None:
 BOUNDS = [
     ("--output-soft-limit", "4096", "output_soft_limit"),
     ("--slow-consumer-timeout", "2.5", "_slow"),
+    ("--hold-mark", "2048", "hold_mark"),
+    ("--hold-patience", "1.5", "_patience"),
     ("--frame-timeout", "3.5", "_frame"),
     ("--idle-timeout", "4.5", "_idle"),
     ("--read-budget", "1000", "read_budget"),

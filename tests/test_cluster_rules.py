@@ -104,14 +104,14 @@ class Node:
         assert commands(self.rules.reader) == [[b"SELECT", b"0"]]
         self.feed(self.rules.reader, "OK")
 
-    def load(self, members: list[bytes], *, seq: int = 0, congested: tuple[bytes, ...] = ()) -> None:
+    def load(self, members: list[bytes], *, seq: int = 0, holders: tuple[bytes, ...] = ()) -> None:
         sent = commands(self.rules.commands)
         names = [command[0] for command in sent]
         assert names == [b"SELECT"] + [b"SCRIPT"] * len(SCRIPTS) + [b"SET", b"EVALSHA"]
         assert sent[-1][1] == SCRIPTS["snapshot"].sha.encode()
         self.seq = seq
         self.feed(self.rules.commands, "OK", *(s.sha.encode() for s in SCRIPTS.values()), "OK")
-        self.feed(self.rules.commands, [EPOCH, seq, b"%d-0" % seq, members, list(congested)])
+        self.feed(self.rules.commands, [EPOCH, seq, b"%d-0" % seq, members, list(holders)])
         assert self.rules.epoch == EPOCH
         (read,) = commands(self.rules.reader)
         assert read[0] == b"XREAD"
@@ -458,11 +458,11 @@ def test_a_welcome_decided_by_the_log_starts_the_idle_timer() -> None:
     assert (error.code, error.fatal) == ("idle_timeout", True)
 
 
-def flow_entry(member: bytes, congested: bool) -> tuple[bytes, ...]:
-    return (b"k", b"f", b"m", member, b"on", b"1" if congested else b"0")
+def flow_entry(member: bytes, holds: bool) -> tuple[bytes, ...]:
+    return (b"k", b"f", b"m", member, b"on", b"1" if holds else b"0")
 
 
-def test_a_member_congested_on_another_node_holds_this_nodes_says() -> None:
+def test_a_member_holding_on_another_node_holds_this_nodes_says() -> None:
     node = Node()
     alice = node.join("alice")
     node.entries((b"k", b"j", b"m", b"other:1", b"n", b"bob", b"h", b"h", b"c", b"2"))
@@ -475,7 +475,7 @@ def test_a_member_congested_on_another_node_holds_this_nodes_says() -> None:
     assert say[-1] == b"waits" and alice not in node.server.paused
 
 
-def test_a_congested_member_that_leaves_holds_nothing_more() -> None:
+def test_a_holder_that_leaves_holds_nothing_more() -> None:
     node = Node()
     node.join("alice")
     node.entries((b"k", b"j", b"m", b"other:1", b"n", b"bob", b"h", b"h", b"c", b"2"))
@@ -483,7 +483,7 @@ def test_a_congested_member_that_leaves_holds_nothing_more() -> None:
     assert not node.rules.holding_says
 
 
-def test_the_snapshot_brings_the_congested_members_of_other_nodes() -> None:
+def test_the_snapshot_brings_the_holders_of_other_nodes() -> None:
     node = Node()
     node.rules.link_failed(node.rules.commands, node.server.now, "reset")
     node.rules.link_failed(node.rules.reader, node.server.now, "reset")
@@ -491,11 +491,11 @@ def test_the_snapshot_brings_the_congested_members_of_other_nodes() -> None:
     node.server.advance(CLUSTER_BACKOFF_MAX)
     node.up()
     record = b"\0".join([b"1", b"bob", b"h", b"bob", b"bob"])
-    node.load([b"other:1", record], seq=1, congested=(b"other:1",))
+    node.load([b"other:1", record], seq=1, holders=(b"other:1",))
     assert node.rules.holding_says
 
 
-def test_a_local_member_congested_is_told_to_the_room_and_its_draining_too() -> None:
+def test_a_local_member_holding_is_told_to_the_room_and_its_draining_too() -> None:
     node = Node(core={"output_soft_limit": 4096})
     alice = node.join("alice")
     bob = node.join("bob")

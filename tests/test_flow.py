@@ -107,6 +107,103 @@ def test_a_reader_that_keeps_up_is_never_congested() -> None:
     assert memory.core.congested == 0 and bob in memory.core
 
 
+def hold(memory: MemoryServer, sender: ClientId, reader: ClientId) -> int:
+    """Say from ``sender`` until ``reader`` (which does not read) holds the room's says."""
+    for count in range(1, 1000):
+        memory.receive(sender, say("x" * 200))
+        memory.read(sender)
+        if reader in memory.core._holders:
+            return count
+    raise AssertionError("never held")
+
+
+def test_a_member_over_the_hold_mark_holds_says_before_it_is_congested() -> None:
+    memory = make(hold_mark=1024)
+    alice, bob, carol = join(memory, "alice"), join(memory, "bob"), join(memory, "carol")
+    hold(memory, alice, bob)
+    outbox = memory.core.outbox(bob)
+    assert outbox is not None and 1024 < outbox.buffered <= SOFT
+    assert not outbox.congested and outbox.reading  # held, not throttled itself
+    memory.read(carol)
+    memory.receive(alice, say("waits"))
+    assert memory.read(carol) == b""
+    queued = b"".join(outbox.frames)
+    memory.core.sent(bob, len(queued) - 512 - 1)  # just above half the mark: still holding
+    memory.receive(carol, ping("c"))
+    assert decoded(memory.read(carol)) == [Pong("c")]
+    memory.core.sent(bob, 1)
+    memory.advance(0)
+    assert decoded(memory.read(carol)) == [Relayed("alice", "127.0.0.1", "waits")]
+
+
+def test_the_hold_mark_is_never_above_the_soft_limit() -> None:
+    assert ServerCore(CODEC, server_name="t/1", output_soft_limit=1000, hold_mark=5000).hold_mark == 1000
+
+
+def test_a_holder_that_drains_nothing_for_the_patience_stops_holding_and_is_cut_at_the_cap() -> None:
+    memory = make(hold_patience=1.0, slow_consumer_timeout=60.0, max_output_buffer=4 * SOFT)
+    alice, bob, carol = join(memory, "alice"), join(memory, "bob"), join(memory, "carol")
+    hold(memory, alice, bob)
+    memory.read(carol)
+    memory.receive(alice, say("waits"))
+    memory.advance(0.9)
+    assert memory.read(carol) == b""  # within the patience: still held
+    memory.advance(0.2)
+    assert decoded(memory.read(carol)) == [Relayed("alice", "127.0.0.1", "waits")]
+    # Says flow again: bob's buffer grows to the cap, long before the slow-consumer timeout.
+    messages = []
+    for n in range(200):
+        memory.receive(alice, say(f"{n:03}" + "x" * 200))
+        messages += decoded(memory.read(carol))
+        if bob not in memory.core:
+            break
+    assert bob not in memory.core and memory.now < 60.0
+    assert alice in memory.core and carol in memory.core
+    assert messages[-1] == Left("bob", "127.0.0.1", 2, "slow_consumer")
+    memory.receive(alice, say("after"))
+    assert decoded(memory.read(carol)) == [Relayed("alice", "127.0.0.1", "after")]
+
+
+def test_a_holder_that_drains_slowly_keeps_holding_and_holds_again_once_it_drains() -> None:
+    memory = make(hold_patience=1.0, slow_consumer_timeout=60.0)
+    alice, bob, carol = join(memory, "alice"), join(memory, "bob"), join(memory, "carol")
+    hold(memory, alice, bob)
+    memory.read(carol)
+    memory.receive(alice, say("waits"))
+    for _ in range(10):  # 16 octets every half second: slow, but draining
+        memory.core.sent(bob, 16)
+        memory.advance(0.5)
+        assert memory.read(carol) == b""
+    memory.advance(2.01)  # then nothing for two patience windows: it stops holding
+    assert decoded(memory.read(carol)) == [Relayed("alice", "127.0.0.1", "waits")]
+    memory.core.sent(bob, 16)  # it drains again: it holds again
+    memory.receive(alice, say("waits again"))
+    assert memory.read(carol) == b""
+    memory.read(bob)
+    memory.advance(0)
+    assert decoded(memory.read(carol)) == [Relayed("alice", "127.0.0.1", "waits again")]
+
+
+def test_output_moved_into_the_transport_is_no_drain_and_a_shrinking_transport_is() -> None:
+    memory = make(hold_patience=1.0, slow_consumer_timeout=60.0)
+    alice, bob, carol = join(memory, "alice"), join(memory, "bob"), join(memory, "carol")
+    hold(memory, alice, bob)
+    outbox = memory.core.outbox(bob)
+    assert outbox is not None
+    memory.read(carol)
+    memory.receive(alice, say("waits"))
+    # The whole outbox handed to a transport that holds it all (asyncio, its socket full).
+    moved = outbox.size
+    memory.core.sent(bob, moved, outbox.held + moved)
+    memory.advance(1.01)
+    assert decoded(memory.read(carol)) == [Relayed("alice", "127.0.0.1", "waits")]
+    assert outbox.stalled
+    memory.core.sent(bob, 0, outbox.held - 16)  # the transport's buffer shrank: a drain
+    assert not outbox.stalled
+    memory.receive(alice, say("waits again"))
+    assert memory.read(carol) == b""
+
+
 # --- rule 7: the read budget (§14.2) ----------------------------------------------------------
 
 

@@ -170,6 +170,46 @@ def test_slow_consumer_soft(ctx: Context) -> None:
     flood_until_cut(ctx, (sender, witness, victim), "s" * TEXT, CAP // 2, bounds)
 
 
+#: HOLD-PATIENCE: a cap the victim reaches in a second or two of flooding, a slow-consumer
+#: timeout far beyond the case, and a patience much shorter than both.
+PATIENCE = 0.5
+PATIENCE_CAP = 2 << 20
+PATIENCE_SLOW = 60.0
+
+
+@case(
+    "HOLD-PATIENCE",
+    "10.2",
+    MUST,
+    "a member that stops reading holds the room's says for 2 x hold_patience at most, then is cut at its cap",
+    also=("10.1", "10"),
+    settings=Settings(
+        output_soft_limit=SOFT,
+        max_output_buffer=PATIENCE_CAP,
+        slow_consumer_timeout=PATIENCE_SLOW,
+        hold_patience=PATIENCE,
+    ),
+)
+def test_hold_patience(ctx: Context) -> None:
+    sender, witness = ctx.members("sender", "witness")
+    victim = ctx.member("victim", rcvbuf=4096)
+    witness.barrier()
+    sender.barrier()
+    # Says may wait 2 x hold_patience (and the victim's own drain) but not the slow-consumer
+    # timeout: a witness that waits longer than this for its next message fails the case.
+    wait = min(ctx.timeout(10), PATIENCE_SLOW / 2)
+    sender.timeout = witness.timeout = wait
+    since = time.monotonic()
+    bounds = (
+        f"hold_patience {PATIENCE} s, slow_consumer_timeout {PATIENCE_SLOW:g} s, "
+        f"max_output_buffer {PATIENCE_CAP}"
+    )
+    flood_until_cut(ctx, (sender, witness, victim), "h" * TEXT, 8 * PATIENCE_CAP, bounds)
+    elapsed = time.monotonic() - since
+    ctx.transcript.note(f"the victim was cut off {elapsed:.2f} s after the flood began")
+    assert elapsed < PATIENCE_SLOW, f"the victim held the room until the slow-consumer timeout ({bounds})"
+
+
 @case(
     "OUTPUT-TOTAL-CUTS-LARGEST",
     "14.2",

@@ -40,8 +40,8 @@ from ..constants import (
     CLUSTER_READ_COUNT,
     CLUSTER_RESET_REASON,
     CLUSTER_RESUME_BOUND,
+    DEFAULT_HOLD_MARK,
     DEFAULT_MAX_FRAME,
-    DEFAULT_OUTPUT_SOFT_LIMIT,
     DEFAULT_ROOM,
     HEADER_SIZE,
     PROTOCOL_VERSION,
@@ -138,7 +138,7 @@ class ClusterRules(ServerRules):
         room: str = DEFAULT_ROOM,
         max_frame: int = DEFAULT_MAX_FRAME,
         max_held_input: int = CLUSTER_HELD_INPUT,
-        say_window: int = DEFAULT_OUTPUT_SOFT_LIMIT,
+        say_window: int = DEFAULT_HOLD_MARK,
         access: Access | None = None,
     ) -> None:
         super().__init__(codec, server_name=server_name, max_frame=max_frame, access=access)
@@ -146,18 +146,18 @@ class ClusterRules(ServerRules):
         self.room_name = room
         self.max_held_input = max_held_input
         #: Octets of text this node may have proposed and not yet applied before its says wait
-        #: (§18.2): so a congestion it sees comes in time to hold its own senders (§10.1).
+        #: (§18.2): so a member it sees hold the room comes in time to hold its senders (§10.1).
         self.say_window = say_window
         # Octets of text proposed and not yet applied (or refused), per member and in all; a
         # member's part is forgotten when it departs, whatever becomes of its proposals.
         self._unapplied: dict[ClientId, int] = {}
         self._unapplied_total = 0
-        self._congested: set[bytes] = set()  # members of other nodes that hold says (§18.2)
+        self._holders: set[bytes] = set()  # members of other nodes that hold says (§18.2)
         self._released: list[ClientId] = []  # held input that may be handled again
         # One hash tag for all of a room's keys: a Redis Cluster would keep them on one shard.
         self.prefix = f"chatwire:{{{room}}}:"
         self._keys = tuple(
-            self.prefix + name for name in ("epoch", "seq", "log", "members", "names", "dedup", "congested")
+            self.prefix + name for name in ("epoch", "seq", "log", "members", "names", "dedup", "holders")
         )
         self.commands = RedisLink("command", address.host, address.port, address.db)
         self.reader = RedisLink("log", address.host, address.port, address.db)
@@ -411,11 +411,11 @@ class ClusterRules(ServerRules):
 
     @property
     def holding_says(self) -> bool:
-        return self._unapplied_total >= self.say_window or bool(self._congested)
+        return self._unapplied_total >= self.say_window or bool(self._holders)
 
-    def congestion(self, client: ClientId, congested: bool) -> None:
+    def holding(self, client: ClientId, holds: bool) -> None:
         if client in self.room and not self._stopping:
-            self._propose("flow", (client, 1 if congested else 0))
+            self._propose("flow", (client, 1 if holds else 0))
 
     def _settle_text(self, client: ClientId, octets: int) -> None:
         """``octets`` of ``client``'s proposed text were applied, or will never be."""
@@ -599,18 +599,18 @@ class ClusterRules(ServerRules):
         self._refuse(client, ProtocolError(ErrorCode.NAME_TAKEN, f"the name {why}"), self._actions)
         self._release(client)
 
-    def _apply_flow(self, member: bytes, congested: bool) -> None:
-        """A member's output passed its node's soft limit (or drained): says wait on every node
-        while one is congested, as on one server (§10.1, §18.2); its own node holds them itself."""
+    def _apply_flow(self, member: bytes, holds: bool) -> None:
+        """A member started holding the room's says on its node, or stopped: says wait on every
+        node while one holds, as on one server (§10.1, §18.2); its own node holds them itself."""
         if member.startswith(self._member_prefix) or member not in self.members:
             return
-        if congested:
-            self._congested.add(member)
+        if holds:
+            self._holders.add(member)
         else:
-            self._congested.discard(member)
+            self._holders.discard(member)
 
     def _apply_leave(self, member: bytes, reason: str, count: int) -> None:
-        self._congested.discard(member)
+        self._holders.discard(member)
         gone = self.members.pop(member, None)
         if gone is None:
             return
@@ -704,7 +704,7 @@ class ClusterRules(ServerRules):
             log.error("loading the room failed: %s", reply)
             self.commands.drop(self._now, "snapshot refused")
             return
-        epoch, seq, last_id, records, congested = reply
+        epoch, seq, last_id, records, holders = reply
         self.epoch = epoch
         self.applied = int(seq)
         self.last_id = last_id
@@ -717,7 +717,7 @@ class ClusterRules(ServerRules):
             for _, member, seat in sorted(joined)
         }
         prefix = self._member_prefix
-        self._congested = {m for m in congested if m in self.members and not m.startswith(prefix)}
+        self._holders = {m for m in holders if m in self.members and not m.startswith(prefix)}
         log.info(
             "room %s loaded: node %s, %d members, at entry %d",
             escape(self.room_name),
@@ -769,7 +769,7 @@ class ClusterRules(ServerRules):
         self._say_octets = 0
         self._unapplied.clear()
         self._unapplied_total = 0
-        self._congested.clear()
+        self._holders.clear()
         self._released.clear()
         if self.epoch is not None:
             self._abandoned.append(self.node)

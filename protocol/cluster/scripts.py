@@ -6,7 +6,7 @@ place in the log. Keys and arguments shared by the proposals (join, say, leave):
 
 - ``KEYS``: 1 epoch, 2 seq, 3 log (a Stream), 4 members (hash: member -> record),
   5 names (hash: ``k:KEY`` and ``s:SKELETON`` -> member), 6 dedup (hash: node -> last proposal),
-  7 congested (hash: the members whose node holds the room's says for them, §18.2).
+  7 holders (hash: the members that hold the room's says on their node, §10.1, §18.2).
 - ``ARGV``: 1 the epoch the node knows, 2 node id, 3 proposal number, 4 the log's MAXLEN,
   5 the room's key prefix; then the operation's own.
 
@@ -102,8 +102,8 @@ return 'ok'
 """
 )
 
-#: ARGV 6 client, 7 ``1`` if its output passed its node's soft limit, ``0`` once it drained
-#: (§10.1). An entry (``f``) only when that changes, and none for a member already gone.
+#: ARGV 6 client, 7 ``1`` if it started holding the room's says on its node (§10.1), ``0`` once
+#: it stopped. An entry (``f``) only when that changes, and none for a member already gone.
 FLOW = (
     _PRELUDE
     + r"""
@@ -167,7 +167,7 @@ return removed
 )
 
 #: KEYS as above; ARGV 1 an epoch for a room that does not exist yet. Returns the room's epoch,
-#: its last sequence number and log id, every member record and the congested members, all at
+#: its last sequence number and log id, every member record and the holders, all at
 #: one instant: a node that reads the log from that id on misses nothing and repeats nothing.
 SNAPSHOT = r"""
 redis.call('SET', KEYS[1], ARGV[1], 'NX')

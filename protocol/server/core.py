@@ -35,9 +35,13 @@ The rules, decided here once for both servers:
 5. An accept error pauses accepting for ``ACCEPT_BACKOFF`` (:attr:`~ServerCore.accepting`).
 6. Congestion (§10.1): a connection whose buffered octets pass ``output_soft_limit`` is
    congested until they drain to half of it, and cut off as a slow consumer if it stays
-   congested for ``slow_consumer_timeout``. While a member is congested, every member's input
-   is handled only up to its first ``say``, which waits; a connection with input waiting, or
-   congested itself, is not read (``reading`` changes, handed to :meth:`~ServerCore.pump`).
+   congested for ``slow_consumer_timeout``. A member whose buffered octets pass the hold mark
+   (the lower of ``hold_mark`` and ``output_soft_limit``) holds the room's says until they
+   drain to half of it: while one holds, every member's input is handled only up to its
+   first ``say``, which waits; a connection with input waiting, or congested itself, is not
+   read (``reading`` changes, handed to :meth:`~ServerCore.pump`). A holder that drains
+   nothing over a whole ``hold_patience`` (checked every ``hold_patience``) stops holding
+   until it drains again (§10.2).
 7. Read budget (§14.2): one :meth:`~ServerCore.receive` handles at most ``read_budget`` of
    input (see :meth:`ServerRules.receive`); the rest waits in the core, and
    :attr:`~ServerCore.has_pending` asks the server to call :meth:`~ServerCore.process_pending`
@@ -67,6 +71,8 @@ from ..constants import (
     CLOSE_LINGER,
     DEFAULT_FRAME_TIMEOUT,
     DEFAULT_HELLO_TIMEOUT,
+    DEFAULT_HOLD_MARK,
+    DEFAULT_HOLD_PATIENCE,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_FRAME,
     DEFAULT_MAX_OUTPUT_BUFFER,
@@ -116,6 +122,7 @@ class Outbox:
         "closing",
         "congested",
         "dirty",
+        "drained",
         "eof",
         "frames",
         "gone",
@@ -125,6 +132,7 @@ class Outbox:
         "refresh_held",
         "shut",
         "size",
+        "stalled",
     )
 
     def __init__(self, client: ClientId) -> None:
@@ -143,6 +151,8 @@ class Outbox:
         self.gone = False  # forgotten by the core
         self.dirty = False  # listed for the next take_dirty()
         self.congested = False  # §10.1: over the soft limit, not yet drained to half of it
+        self.drained = False  # some output left since the hold patience was last checked
+        self.stalled = False  # §10.2: over the hold mark, drained nothing for hold_patience
         #: Whether the server reads the socket, as last directed (§10.1, §14.2).
         self.reading = True
         self.input = 0  # octets received and not handled, as counted against max_total_input
@@ -168,6 +178,8 @@ class ServerCore:
         shutdown_flush_timeout: float = SHUTDOWN_FLUSH_TIMEOUT,
         output_soft_limit: int = DEFAULT_OUTPUT_SOFT_LIMIT,
         slow_consumer_timeout: float = DEFAULT_SLOW_CONSUMER_TIMEOUT,
+        hold_mark: int = DEFAULT_HOLD_MARK,
+        hold_patience: float = DEFAULT_HOLD_PATIENCE,
         frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         read_budget: int = DEFAULT_READ_BUDGET,
@@ -183,6 +195,8 @@ class ServerCore:
         )
         self.max_output_buffer = max_output_buffer
         self.output_soft_limit = output_soft_limit
+        #: Buffered octets over which a member holds the room's says (§10.1 rule 2).
+        self.hold_mark = min(hold_mark, output_soft_limit)
         self.read_budget = read_budget
         self.max_total_output = max_total_output
         self.max_total_input = max_total_input
@@ -190,7 +204,9 @@ class ServerCore:
         self.queued = 0
         self.input_total = 0
         self._congested: dict[ClientId, Outbox] = {}
-        self._holding = False  # a member is congested: says wait (§10.1)
+        self._holding = False  # a member over the hold mark is not stalled: says wait (§10.1)
+        self._holders: dict[ClientId, Outbox] = {}  # over the hold mark, stalled or not
+        self._patience: Deadlines[ClientId] = Deadlines(hold_patience)
         self._pending: dict[ClientId, None] = {}  # the read budget ran out, frames remain
         self._parked: dict[ClientId, None] = {}  # the same, but congested: waits for its drain
         self._held: dict[ClientId, None] = {}  # a say waits for the room to drain
@@ -312,6 +328,7 @@ class ServerCore:
                 self._hello.next_deadline(),
                 self._linger.next_deadline(),
                 self._slow.next_deadline(),
+                self._patience.next_deadline(),
                 self._frame.next_deadline(),
                 self._idle.next_deadline(),
                 self._accept_paused_until,
@@ -427,10 +444,18 @@ class ServerCore:
             return
         if count:
             _drop_written(outbox, count)
+        if held < outbox.held + count:
+            # Some octets left the buffered ones, taken by the socket (count alone may only
+            # have moved into the transport's buffer).
+            outbox.drained = True
+            if outbox.stalled:
+                self._unstall(outbox)
         self.queued += held - outbox.held - count
         outbox.held = held
         if outbox.congested and outbox.size + held <= self.output_soft_limit // 2:
             self._uncongest(outbox)
+        if client in self._holders and outbox.size + held <= self.hold_mark // 2:
+            self._unhold(outbox)
         if outbox.closing and not outbox.frames and not outbox.shut:
             self._flushed(outbox)
 
@@ -453,6 +478,8 @@ class ServerCore:
         for client in self._slow.expire(now):
             log.warning("connection %d stayed congested too long", client)
             self._carry_out([], over=[client])
+        for client in self._patience.expire(now):
+            self._check_patience(client, now)
         for client in self._frame.expire(now):
             self._carry_out(self.rules.fail(client, ErrorCode.FRAME_TIMEOUT, "frame not completed in time"))
         for client in self._idle.expire(now):
@@ -544,9 +571,7 @@ class ServerCore:
         """The connection holding the most output, once the total is known to be over (§14.2)."""
         for outbox in self._outboxes.values():
             if outbox.refresh_held is not None and outbox.held:
-                held = outbox.refresh_held()
-                self.queued += held - outbox.held
-                outbox.held = held
+                self._refresh_held(outbox, outbox.refresh_held)
         if self.queued <= self.max_total_output or not self._outboxes:
             return []
         largest = max(self._outboxes.values(), key=lambda outbox: outbox.buffered)
@@ -575,9 +600,9 @@ class ServerCore:
         outboxes = self._outboxes
         dirty = self._dirty
         size = len(data)
-        # Below both the soft limit and the cap, a frame is queued at once; past either, the
-        # slow path decides (the cap can be set below the soft limit).
-        limit = min(self.max_output_buffer, self.output_soft_limit) - size
+        # Below the hold mark (never above the soft limit) and the cap, a frame is queued at
+        # once; past either, the slow path decides (the cap can be set below them).
+        limit = min(self.max_output_buffer, self.hold_mark) - size
         skipped = 0
         for client in clients:
             if client == exclude:
@@ -618,6 +643,17 @@ class ServerCore:
             over.sort(key=lambda client: bisect_right(ends, cap - outboxes[client].buffered))
         return over
 
+    def _refresh_held(self, outbox: Outbox, refresh: Callable[[], int]) -> int:
+        """Ask the transport what it holds of ``outbox`` now; less than last time is a drain."""
+        held = refresh()
+        if held < outbox.held:
+            outbox.drained = True
+            if outbox.stalled:
+                self._unstall(outbox)
+        self.queued += held - outbox.held
+        outbox.held = held
+        return held
+
     def _room_for(self, outbox: Outbox, size: int) -> bool:
         """Whether ``size`` more octets fit under the cap (asking the transport what it holds
         when they would not); queuing them past the soft limit makes the connection congested."""
@@ -625,12 +661,13 @@ class ServerCore:
         if outbox.size + outbox.held > limit:
             if outbox.refresh_held is None:
                 return False
-            held = outbox.refresh_held()
-            self.queued += held - outbox.held
-            outbox.held = held
+            held = self._refresh_held(outbox, outbox.refresh_held)
             if outbox.size + held > limit:
                 return False
-        if not outbox.congested and outbox.size + outbox.held + size > self.output_soft_limit:
+        buffered = outbox.size + outbox.held + size
+        if buffered > self.hold_mark and outbox.client not in self._holders:
+            self._hold(outbox)
+        if not outbox.congested and buffered > self.output_soft_limit:
             self._congest(outbox)
         return True
 
@@ -645,28 +682,78 @@ class ServerCore:
             self._parked[client] = None  # its own answers wait until it reads (§10.1 rule 3)
         if outbox.reading:
             self._set_reading(outbox, False)
-        if client in self.rules.room:
-            self._holding = True
-            self.rules.congestion(client, True)
 
     def _uncongest(self, outbox: Outbox) -> None:
         client = outbox.client
         outbox.congested = False
         self._congested.pop(client, None)
         self._slow.cancel(client)
-        if not outbox.gone:
-            self.rules.congestion(client, False)
         if self._parked.pop(client, 0) is None:
             self._pending[client] = None
         waiting = client in self._pending or client in self._held
         if not outbox.gone and not outbox.reading and not waiting:
             self._set_reading(outbox, True)
-        if self._holding:
-            room = self.rules.room
-            if not any(other in room for other in self._congested):
-                self._holding = False
-                if not self.rules.holding_says:
-                    self._release_held()
+
+    def _hold(self, outbox: Outbox) -> None:
+        """``outbox`` passed the hold mark: while it is a member, says wait (§10.1 rule 2)."""
+        client = outbox.client
+        self._holders[client] = outbox
+        outbox.drained = False
+        self._patience.arm(client, self._now)
+        if client in self.rules.room:
+            self._holding = True
+            self.rules.holding(client, True)
+
+    def _unhold(self, outbox: Outbox) -> None:
+        """``outbox`` drained to half the hold mark, or is forgotten."""
+        client = outbox.client
+        del self._holders[client]
+        self._patience.cancel(client)
+        if not outbox.stalled:
+            self.rules.holding(client, False)
+        outbox.stalled = False
+        self._update_holding()
+
+    def _check_patience(self, client: ClientId, now: float) -> None:
+        """A holder's patience window ended: it holds on only if some of its output left (§10.2)."""
+        outbox = self._holders.get(client)
+        if outbox is None:
+            return
+        if outbox.refresh_held is not None and outbox.held:
+            # The transport's buffer may have drained without a report (asyncio reports at
+            # its low-water mark only).
+            held = self._refresh_held(outbox, outbox.refresh_held)
+            if outbox.size + held <= self.hold_mark // 2:
+                self._unhold(outbox)
+                return
+        if outbox.drained:
+            outbox.drained = False
+            self._patience.arm(client, now)
+            return
+        log.warning("connection %d drained nothing for its hold patience: says go on", client)
+        outbox.stalled = True
+        self.rules.holding(client, False)
+        self._update_holding()
+
+    def _unstall(self, outbox: Outbox) -> None:
+        """A stalled holder drained again: it holds the room's says again (§10.2)."""
+        outbox.stalled = False
+        outbox.drained = False
+        self._patience.arm(outbox.client, self._now)
+        if outbox.client in self.rules.room:
+            self._holding = True
+            self.rules.holding(outbox.client, True)
+
+    def _update_holding(self) -> None:
+        """Whether a member still holds; if none does, the says that waited go on (§10.1)."""
+        if not self._holding:
+            return
+        room = self.rules.room
+        if any(other in room and not held.stalled for other, held in self._holders.items()):
+            return
+        self._holding = False
+        if not self.rules.holding_says:
+            self._release_held()
 
     def _release_held(self) -> None:
         """The says that waited go on, on the next turn (§10.1)."""
@@ -693,6 +780,8 @@ class ServerCore:
         client = outbox.client
         if outbox.congested:
             self._uncongest(outbox)
+        if client in self._holders:
+            self._unhold(outbox)
         self._pending.pop(client, None)
         self._parked.pop(client, None)
         self._held.pop(client, None)

@@ -167,9 +167,10 @@ class ServerRules:
         clustered room holds it until its log decides, §18.4); here input is never held so."""
         return []
 
-    def congestion(self, client: ClientId, congested: bool) -> None:
-        """The core saw ``client``'s output pass the soft limit, or drain to half (§10.1): a
-        clustered node tells the other nodes, which hold their says too (§18.2); nothing here."""
+    def holding(self, client: ClientId, holds: bool) -> None:
+        """The core saw member ``client`` start holding the room's says (past the hold mark,
+        §10.1) or stop (drained, out of patience, §10.2, or gone): a clustered node tells the
+        other nodes, which hold their says too (§18.2); nothing here."""
 
     @property
     def holding_says(self) -> bool:
