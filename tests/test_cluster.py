@@ -51,13 +51,13 @@ def start_node(implementation: str, redis: RedisProcess, *extra: str) -> ServerP
 
 
 #: Nodes a test killed on purpose: they exit with -SIGKILL, not 0.
-KILLED: set[int] = set()
+KILLED: list[ServerProcess] = []  # the nodes themselves: an id() is reused once one is freed
 
 
 def kill(node: ServerProcess) -> None:
     """kill -9 of the node's whole process group."""
     assert node.pid is not None
-    KILLED.add(id(node))
+    KILLED.append(node)
     os.killpg(node.pid, signal.SIGKILL)
 
 
@@ -73,7 +73,7 @@ def cluster(redis: RedisProcess, implementations: tuple[str, ...] = MIXED) -> It
         yield nodes
         for node in nodes:
             status = node.stop()
-            if id(node) in KILLED:
+            if any(node is killed for killed in KILLED):
                 assert status == -signal.SIGKILL
                 continue
             assert status == 0, node.stderr_tail()
