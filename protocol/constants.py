@@ -46,9 +46,8 @@ DEFAULT_HOLD_MARK: Final = 64 << 10
 #: Seconds a member that holds the room's says (§10.1) may drain nothing before it no longer
 #: holds them (§10.2): its buffer then grows to the cap or the slow-consumer timeout. Like
 #: TCP's minimum retransmission timeout (1 s, RFC 6298 rule 2.4) it tells a peer that stopped
-#: from one that is slow, with room for a reader starved of CPU for a few seconds (at 2 s, a
-#: test process reading 300 sockets had one cut); half the slow-consumer timeout.
-DEFAULT_HOLD_PATIENCE: Final = 5.0
+#: from one that is slow; a fifth of the slow-consumer timeout.
+DEFAULT_HOLD_PATIENCE: Final = 2.0
 #: Seconds a connection may stay congested before it is cut off as a slow consumer (§10.2).
 #: Redis' soft limit allows 60 s; a congested reader here holds up every sender (§10.1),
 #: so the bound is shorter.

@@ -416,6 +416,9 @@ def accounted_room(
         if sum(r.relayed for r in stayers) < sum(total - sent[r] for r in stayers):
             return False
         readers = stayers + latecomers
+        # A member the server cut (slow_consumer, say) never catches up: fail now, with why.
+        cut = [(p.name, p.ended, [e.code for e in p.errors()]) for p in readers if p.ended]
+        assert not cut, f"members ended before the end: {cut[:5]}"
         return all(
             reader.next_sequence.get(sender.name, 0) >= sent[sender]
             for reader in readers
