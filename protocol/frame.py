@@ -25,6 +25,10 @@ FRAME = cs.Struct(
 _HEADER = struct.Struct(">I")
 _pack_header = _HEADER.pack
 _unpack_header = _HEADER.unpack_from
+#: Reads shorter than this are gathered into one part until it holds _GATHERED octets: a
+#: bytes object per octet of a trickled frame would cost its 33-octet header for each.
+_SHORT_READ = 4096
+_GATHERED = 65536
 
 
 def build_frame(payload: bytes) -> bytes:
@@ -60,39 +64,79 @@ class FrameDecoder:
     A header announcing more than ``max_frame`` bytes is rejected as soon as its 4 bytes
     are in, before any payload is kept, so the buffer never holds more than one frame plus
     one read. Frames that precede a bad header are still returned, in order, first.
+
+    What it holds is what it was fed and no more: a frame still arriving is kept as the
+    reads that brought it, joined once when it is complete, so a server's memory for the
+    unfinished input it counts against ``max_total_input`` (§14.2) is those octets, not a
+    growing buffer's over-allocation.
     """
 
-    __slots__ = ("_buffer", "_failed", "_start", "max_frame")
+    __slots__ = ("_buffer", "_failed", "_parts", "_parts_size", "_start", "_wanted", "max_frame")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         if not 0 <= max_frame <= MAX_WIRE_LENGTH:
             raise ValueError(f"max_frame must be within 0..{MAX_WIRE_LENGTH}")
         self.max_frame = max_frame
-        # The unconsumed bytes start at _start. While no partial frame is pending, _buffer is
-        # the bytes object last fed, and each payload is one slice of it (a single copy);
-        # a partial frame is carried over into a bytearray that later reads extend.
-        self._buffer: bytes | bytearray = b""
+        # The unconsumed bytes start at _start of _buffer, the bytes last fed or joined, and
+        # each payload is one slice of it. While the frame at the front cannot complete,
+        # later reads wait in _parts (with _buffer empty) until they hold the _wanted octets
+        # that complete it, and are then joined into _buffer: one copy per frame.
+        self._buffer = b""
         self._start = 0
+        self._parts: list[bytes | bytearray] = []
+        self._parts_size = 0
+        self._wanted = 0
         self._failed = False
 
     @property
     def buffered(self) -> int:
         """Bytes received that no returned frame has consumed yet."""
-        return len(self._buffer) - self._start
+        return len(self._buffer) - self._start + self._parts_size
 
     def feed(self, data: bytes) -> None:
         """Append received bytes."""
         if self._failed or not data:
             return
-        buffer = self._buffer
-        if self._start == len(buffer):
+        if self._parts:
+            self._add_part(data)
+            if self._parts_size >= self._wanted:
+                self._buffer = b"".join(self._parts)
+                self._parts = []
+                self._parts_size = 0
+            return
+        rest = self._buffer[self._start :]
+        self._start = 0
+        if not rest:
             self._buffer = bytes(data)  # no copy for bytes, which is what sockets return
-            self._start = 0
-        elif type(buffer) is bytearray:
-            buffer += data
+            return
+        wanted = self._completing(rest)
+        if len(rest) + len(data) >= wanted:
+            self._buffer = rest + data
         else:
-            self._buffer = bytearray(buffer[self._start :]) + data
-            self._start = 0
+            self._buffer = b""
+            self._wanted = wanted
+            self._add_part(rest)
+            self._add_part(data)
+
+    def _add_part(self, data: bytes) -> None:
+        parts = self._parts
+        if len(data) >= _SHORT_READ:
+            parts.append(bytes(data))
+        elif parts and type(last := parts[-1]) is bytearray:
+            last += data
+            if len(last) >= _GATHERED:
+                parts[-1] = bytes(last)  # exactly its size: a grown bytearray keeps spare room
+        else:
+            parts.append(bytearray(data))
+        self._parts_size += len(data)
+
+    def _completing(self, rest: bytes) -> int:
+        # Octets that complete the frame ``rest`` begins: its whole length once its header is
+        # in (none for an oversized one, so the next call sees it and fails), else the header.
+        if len(rest) < HEADER_SIZE:
+            return HEADER_SIZE
+        (length,) = _unpack_header(rest)
+        return 0 if length > self.max_frame else HEADER_SIZE + length
 
     def frames(self) -> list[bytes]:
         """Every complete payload buffered now, in order: ``next_frame`` until ``None``, in one call.
@@ -114,10 +158,7 @@ class FrameDecoder:
             end = payload_start + length
             if end > available:
                 break
-            if type(buffer) is bytes:
-                payloads.append(buffer[payload_start:end])
-            else:
-                payloads.append(bytes(memoryview(buffer)[payload_start:end]))
+            payloads.append(buffer[payload_start:end])
             start = end
         self._start = start
         if self._failed:
@@ -143,9 +184,7 @@ class FrameDecoder:
             end = payload_start + length
             if end <= len(buffer):
                 self._start = end
-                if type(buffer) is bytes:
-                    return buffer[payload_start:end]
-                return bytes(memoryview(buffer)[payload_start:end])
+                return buffer[payload_start:end]
         if self._failed:
             raise RemoteProtocolError(
                 ErrorCode.FRAME_TOO_LARGE, "stream already failed on an oversized frame"
@@ -157,16 +196,14 @@ class FrameDecoder:
         self._failed = True
         self._buffer = b""
         self._start = 0
+        self._parts = []
+        self._parts_size = 0
         raise RemoteProtocolError(
             ErrorCode.FRAME_TOO_LARGE, f"frame of {length} bytes exceeds max_frame {self.max_frame}"
         )
 
     def _compact(self) -> None:
         # Out of complete frames: keep the partial one only, so the buffer holds one frame at most.
-        start = self._start
-        if start == len(self._buffer):
-            self._buffer = b""
-            self._start = 0
-        elif start and type(self._buffer) is bytearray:
-            del self._buffer[:start]
+        if self._start:
+            self._buffer = self._buffer[self._start :]
             self._start = 0

@@ -7,6 +7,8 @@ normative construct schema.
 
 from __future__ import annotations
 
+import tracemalloc
+
 import construct as cs
 import pytest
 from hypothesis import event, given, settings
@@ -192,6 +194,25 @@ def test_decoder_buffer_holds_at_most_the_unconsumed_octets() -> None:
         assert decoder.buffered == 2
         decoder.feed(b"\x00\x00")
         assert drain(decoder) == [b""]
+
+
+@pytest.mark.parametrize("read", [100, 1448, 65536], ids=["trickle", "segments", "reads-of-64KiB"])
+def test_a_frame_still_arriving_costs_the_octets_fed_not_a_growing_buffer(read: int) -> None:
+    # §14.2 counts unfinished input in octets: what the decoder holds for them must be about
+    # that many, whichever way they arrived (a growing bytearray kept 6 to 12 % spare room,
+    # more in the allocator once many grew side by side).
+    data = encode_frame(b"\x00" * DEFAULT_MAX_FRAME)[: DEFAULT_MAX_FRAME - 1]
+    tracemalloc.start()
+    try:
+        decoder = FrameDecoder()
+        for offset in range(0, len(data), read):
+            decoder.feed(data[offset : offset + read])  # a new bytes object, as a socket gives
+            assert decoder.next_frame() is None
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert decoder.buffered == len(data)
+    assert held < len(data) * 1.02, f"{held} octets held for {len(data)} received"
 
 
 @pytest.mark.parametrize("limit", [-1, MAX_WIRE_LENGTH + 1])
