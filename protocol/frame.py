@@ -65,27 +65,25 @@ class FrameDecoder:
     are in, before any payload is kept, so the buffer never holds more than one frame plus
     one read. Frames that precede a bad header are still returned, in order, first.
 
-    What it holds is what it was fed and no more: a frame still arriving is kept as the
-    reads that brought it, joined once when it is complete, so a server's memory for the
-    unfinished input it counts against ``max_total_input`` (§14.2) is those octets, not a
-    growing buffer's over-allocation.
+    What it holds is what it was fed and no more: reads wait as they came until they
+    complete the frame in front of them, and are then joined once, so a server's memory for
+    the unfinished input it counts against ``max_total_input`` (§14.2) is those octets, not a
+    growing buffer's spare room, and feeding many reads before asking for frames costs no
+    copy per read.
     """
 
-    __slots__ = ("_buffer", "_failed", "_parts", "_parts_size", "_start", "_wanted", "max_frame")
+    __slots__ = ("_buffer", "_failed", "_parts", "_parts_size", "_start", "max_frame")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         if not 0 <= max_frame <= MAX_WIRE_LENGTH:
             raise ValueError(f"max_frame must be within 0..{MAX_WIRE_LENGTH}")
         self.max_frame = max_frame
-        # The unconsumed bytes start at _start of _buffer, the bytes last fed or joined, and
-        # each payload is one slice of it. While the frame at the front cannot complete,
-        # later reads wait in _parts (with _buffer empty) until they hold the _wanted octets
-        # that complete it, and are then joined into _buffer: one copy per frame.
+        # The unconsumed bytes are _buffer from _start (each payload one slice of it), then
+        # the reads in _parts, which are joined behind it once they complete its front frame.
         self._buffer = b""
         self._start = 0
         self._parts: list[bytes | bytearray] = []
         self._parts_size = 0
-        self._wanted = 0
         self._failed = False
 
     @property
@@ -97,28 +95,10 @@ class FrameDecoder:
         """Append received bytes."""
         if self._failed or not data:
             return
-        if self._parts:
-            self._add_part(data)
-            if self._parts_size >= self._wanted:
-                self._buffer = b"".join(self._parts)
-                self._parts = []
-                self._parts_size = 0
-            return
-        rest = self._buffer[self._start :]
-        self._start = 0
-        if not rest:
+        if self._start == len(self._buffer) and not self._parts:
             self._buffer = bytes(data)  # no copy for bytes, which is what sockets return
+            self._start = 0
             return
-        wanted = self._completing(rest)
-        if len(rest) + len(data) >= wanted:
-            self._buffer = rest + data
-        else:
-            self._buffer = b""
-            self._wanted = wanted
-            self._add_part(rest)
-            self._add_part(data)
-
-    def _add_part(self, data: bytes) -> None:
         parts = self._parts
         if len(data) >= _SHORT_READ:
             parts.append(bytes(data))
@@ -130,13 +110,24 @@ class FrameDecoder:
             parts.append(bytearray(data))
         self._parts_size += len(data)
 
-    def _completing(self, rest: bytes) -> int:
-        # Octets that complete the frame ``rest`` begins: its whole length once its header is
-        # in (none for an oversized one, so the next call sees it and fails), else the header.
-        if len(rest) < HEADER_SIZE:
-            return HEADER_SIZE
-        (length,) = _unpack_header(rest)
-        return 0 if length > self.max_frame else HEADER_SIZE + length
+    def _join(self) -> bool:
+        """Join the waiting reads to the buffer once they complete the frame at its front (its
+        header, while that is incomplete; at once for an oversized one, so that it is seen)."""
+        if not self._parts:
+            return False
+        buffer, start = self._buffer, self._start
+        available = len(buffer) - start
+        wanted = HEADER_SIZE
+        if available >= HEADER_SIZE:
+            (length,) = _unpack_header(buffer, start)
+            wanted = 0 if length > self.max_frame else HEADER_SIZE + length
+        if available + self._parts_size < wanted:
+            return False
+        self._buffer = b"".join([memoryview(buffer)[start:], *self._parts])
+        self._start = 0
+        self._parts = []
+        self._parts_size = 0
+        return True
 
     def frames(self) -> list[bytes]:
         """Every complete payload buffered now, in order: ``next_frame`` until ``None``, in one call.
@@ -145,22 +136,26 @@ class FrameDecoder:
         ``next_frame`` does.
         """
         payloads: list[bytes] = []
-        buffer = self._buffer
-        start = self._start
-        available = len(buffer)
-        while available - start >= HEADER_SIZE:
-            (length,) = _unpack_header(buffer, start)
-            if length > self.max_frame:
-                if payloads:
-                    break  # they come first; the next call raises
-                self._fail(length)
-            payload_start = start + HEADER_SIZE
-            end = payload_start + length
-            if end > available:
+        while True:
+            buffer = self._buffer
+            start = self._start
+            available = len(buffer)
+            while available - start >= HEADER_SIZE:
+                (length,) = _unpack_header(buffer, start)
+                if length > self.max_frame:
+                    if payloads:
+                        self._start = start
+                        return payloads  # they come first; the next call raises
+                    self._fail(length)
+                payload_start = start + HEADER_SIZE
+                end = payload_start + length
+                if end > available:
+                    break
+                payloads.append(buffer[payload_start:end])
+                start = end
+            self._start = start
+            if not self._join():
                 break
-            payloads.append(buffer[payload_start:end])
-            start = end
-        self._start = start
         if self._failed:
             raise RemoteProtocolError(
                 ErrorCode.FRAME_TOO_LARGE, "stream already failed on an oversized frame"
@@ -174,17 +169,20 @@ class FrameDecoder:
         Raises :class:`RemoteProtocolError` (``frame_too_large``) on an oversized header;
         the stream cannot be resynchronised after it, so every later call raises it again.
         """
-        buffer = self._buffer
-        start = self._start
-        if len(buffer) - start >= HEADER_SIZE:
-            (length,) = _unpack_header(buffer, start)
-            if length > self.max_frame:
-                self._fail(length)
-            payload_start = start + HEADER_SIZE
-            end = payload_start + length
-            if end <= len(buffer):
-                self._start = end
-                return buffer[payload_start:end]
+        while True:
+            buffer = self._buffer
+            start = self._start
+            if len(buffer) - start >= HEADER_SIZE:
+                (length,) = _unpack_header(buffer, start)
+                if length > self.max_frame:
+                    self._fail(length)
+                payload_start = start + HEADER_SIZE
+                end = payload_start + length
+                if end <= len(buffer):
+                    self._start = end
+                    return buffer[payload_start:end]
+            if not self._join():
+                break
         if self._failed:
             raise RemoteProtocolError(
                 ErrorCode.FRAME_TOO_LARGE, "stream already failed on an oversized frame"
@@ -203,7 +201,12 @@ class FrameDecoder:
         )
 
     def _compact(self) -> None:
-        # Out of complete frames: keep the partial one only, so the buffer holds one frame at most.
-        if self._start:
-            self._buffer = self._buffer[self._start :]
+        # Out of complete frames: keep the partial one only, so the buffer holds one frame at
+        # most (reads still waiting copy it when they are joined, so it is not copied now).
+        start = self._start
+        if start == len(self._buffer):
+            self._buffer = b""
+            self._start = 0
+        elif start and not self._parts:
+            self._buffer = self._buffer[start:]
             self._start = 0

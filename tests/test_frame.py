@@ -215,6 +215,24 @@ def test_a_frame_still_arriving_costs_the_octets_fed_not_a_growing_buffer(read: 
     assert held < len(data) * 1.02, f"{held} octets held for {len(data)} received"
 
 
+def test_reads_fed_before_frames_are_asked_for_are_not_copied_one_by_one() -> None:
+    # A server that stops handling a connection's frames (§10.1, §14.2) may still feed what
+    # it reads: each read must wait as it came, not be joined to the rest (a copy of all of
+    # it per read, twice the memory at the peak and quadratic time).
+    stream = b"".join(encode_frame(b"s" * 200) for _ in range(11_000))
+    tracemalloc.start()
+    try:
+        decoder = FrameDecoder()
+        for offset in range(0, len(stream), 65536):
+            decoder.feed(stream[offset : offset + 65536])  # a new bytes object, as a socket gives
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < len(stream) * 1.05, f"a peak of {peak} octets for {len(stream)} fed"
+    assert drain(decoder) == [b"s" * 200] * 11_000
+    assert decoder.buffered == 0
+
+
 @pytest.mark.parametrize("limit", [-1, MAX_WIRE_LENGTH + 1])
 def test_decoder_refuses_a_limit_a_header_cannot_express(limit: int) -> None:
     with pytest.raises(ValueError):
