@@ -41,14 +41,11 @@ def impl(request: pytest.FixtureRequest) -> str:
     return name
 
 
-def rss_mib(server: ServerProcess) -> float:
-    kib = server.rss_kib()
-    assert kib is not None, "no /proc: memory cannot be measured"
-    return kib / 1024
-
-
-def peak_rss_mib(server: ServerProcess) -> float:
-    kib = server.peak_rss_kib()
+def rss_mib(server: ServerProcess, *, peak: bool = False) -> float:
+    """The server's resident size now, or with ``peak`` the largest it has had. An attack's
+    cost is its peak less the size now before it: less the earlier peak, it would leave out
+    what fits in memory freed since."""
+    kib = server.peak_rss_kib() if peak else server.rss_kib()
     assert kib is not None, "no /proc: memory cannot be measured"
     return kib / 1024
 
@@ -254,9 +251,9 @@ def test_output_hoarders_are_all_cut_off_within_the_slow_consumer_timeout(impl: 
         gone = lambda: {m.name for m in witness.others if isinstance(m, Left)} >= names  # noqa: E731
         crowd.pump(gone, timeout + 30, "every hoarder's departure")
         elapsed = time.monotonic() - started
-        grown = rss_mib(server) - before
+        grown = rss_mib(server, peak=True) - before
         reasons = {m.reason for m in witness.others if isinstance(m, Left)}
-        print(f"\n{impl}: 100 output hoarders all cut off after {elapsed:.2f} s, RSS {grown:+.1f} MiB")
+        print(f"\n{impl}: 100 output hoarders all cut off after {elapsed:.2f} s, peak RSS {grown:+.1f} MiB")
         assert reasons == {"slow_consumer"}
         # Generous: seconds of slack on a 1 s timeout, against no time limit at all before.
         assert elapsed < timeout + 5, f"the hoarders were cut off only after {elapsed:.1f} s"
@@ -276,7 +273,7 @@ def test_input_hoarders_are_all_closed_within_the_frame_timeout(impl: str, trick
         [witness] = crowd.join(["witness"])
         hoarders = crowd.join([f"h{n}" for n in range(count)], timeout=60)
         crowd.barrier([witness, *hoarders], timeout=60)
-        before = peak_rss_mib(server)
+        before = rss_mib(server)
         frame = encode_frame(b"\x00" * DEFAULT_MAX_FRAME)
         # 1 MiB - 1 octets of a frame and nothing more, or its header and then an octet
         # every half second.
@@ -300,7 +297,7 @@ def test_input_hoarders_are_all_closed_within_the_frame_timeout(impl: str, trick
 
         crowd.pump(trickling, timeout + 30, "every hoarder closed")
         elapsed = time.monotonic() - started
-        peak = peak_rss_mib(server) - before
+        peak = rss_mib(server, peak=True) - before
         codes = {e.code for h in hoarders for e in h.errors()}
         print(f"\n{impl}: {count} input hoarders ({'trickle' if trickle else 'stalled'}) all closed "
               f"after {elapsed:.2f} s ({sorted(codes)}), peak RSS {peak:+.1f} MiB")
