@@ -1,11 +1,13 @@
 """``python -m bench.flood``: readers that keep up, each in a process of its own, ping during
-a flood (spec §10.1); prints the round trips' median and p99.
+a flood (spec §10.1); prints the round trips' median and p99, what each pong waited behind
+in octets against §10.1's bound, and how long the readers themselves went without running.
 
 One member sends 200-octet says unpaced while ``--readers`` others read everything and
 ping every 50 ms. A reader in its own process reads as fast as one Python process can, so
 what its pong waits behind is the server's backlog for it (the hold mark of §10.1, the
 kernel's unsent octets) and its own receive buffer (``--rcvbuf``), not a shared test
-loop's. TESTING.md has the figures.
+loop's. The flood keeps every reader busy (it goes at the slowest one's pace), so with more
+readers than CPUs a reader's pauses, not the server, set the tail. TESTING.md has the figures.
 """
 
 from __future__ import annotations
@@ -19,14 +21,19 @@ import sys
 import time
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
+from typing import NamedTuple
 
 from conformance.serverproc import BUNDLED, ServerProcess
 from protocol import Hello, Ping, Say, encode_message, get_codec
+from protocol.constants import DEFAULT_HOLD_MARK, HEADER_SIZE, NOT_SENT_LOW_WATER
 from protocol.frame import FrameDecoder
 
 PING_INTERVAL = 0.05
 #: Seconds a reader waits for its last pongs once the flood is over.
 LAST_PONGS = 5.0
+#: What Linux may queue unsent past TCP_NOTSENT_LOWAT: the last write's segment, at most the
+#: loopback MTU (§10.1).
+LOOPBACK_SEGMENT = 64 << 10
 
 
 def _joined(address: tuple[str, int], name: str, rcvbuf: int) -> socket.socket:
@@ -39,10 +46,23 @@ def _joined(address: tuple[str, int], name: str, rcvbuf: int) -> socket.socket:
     return sock
 
 
+class Seen(NamedTuple):
+    """What one reader measured."""
+
+    #: Seconds from each ping to its pong.
+    trips: list[float]
+    #: Octets of the frames taken after each ping was sent, up to and including its pong.
+    behind: list[int]
+    #: Seconds between the reader's turns during the flood: how long it was not running.
+    pauses: list[float]
+    #: Its SO_RCVBUF as the system reports it (Linux doubles what was asked for, and uses it).
+    rcvbuf: int
+
+
 def reader(
-    address: tuple[str, int], name: str, *, rcvbuf: int, seconds: float, out: Queue[list[float]], go: Event
+    address: tuple[str, int], name: str, *, rcvbuf: int, seconds: float, out: Queue[Seen], go: Event
 ) -> None:
-    """Read and decode everything, ping every ``PING_INTERVAL`` for ``seconds``; put the trips."""
+    """Read and decode everything, ping every ``PING_INTERVAL`` for ``seconds``; put what it saw."""
     codec = get_codec("msgpack")
     sock = _joined(address, name, rcvbuf)
     sock.setblocking(False)
@@ -50,16 +70,20 @@ def reader(
     selector = selectors.DefaultSelector()
     selector.register(sock, selectors.EVENT_READ)
     go.wait()
-    sent: dict[str, float] = {}
-    trips: list[float] = []
-    count = 0
+    sent: dict[str, tuple[float, int]] = {}
+    seen = Seen([], [], [], sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+    count = taken = 0
     next_ping = 0.0
     end = time.monotonic() + seconds
+    last = time.monotonic()
     while (now := time.monotonic()) < end or (sent and now < end + LAST_PONGS):
+        if now < end:
+            seen.pauses.append(now - last)
+        last = now
         if end > now >= next_ping:
             count += 1
             token = f"{name}-{count}"
-            sent[token] = now
+            sent[token] = (now, taken)
             next_ping = now + PING_INTERVAL
             sock.send(encode_message(codec, Ping(token)))
         if not selector.select(0.01):
@@ -70,13 +94,15 @@ def reader(
             continue
         decoder.feed(data)
         for frame in decoder.frames():
+            taken += HEADER_SIZE + len(frame)
             message = codec.decode(frame)
             if message.get("type") == "pong":
                 since = sent.pop(message["token"], None)
                 if since is not None:
-                    trips.append(time.monotonic() - since)
+                    seen.trips.append(time.monotonic() - since[0])
+                    seen.behind.append(taken - since[1])
     sock.close()
-    out.put(trips)
+    out.put(seen)
 
 
 def flooder(address: tuple[str, int], seconds: float, go: Event, out: Queue[int]) -> None:
@@ -104,11 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readers", type=int, default=20)
     parser.add_argument("--rcvbuf", type=int, default=65536, help="readers' SO_RCVBUF, 0: the system's")
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument(
+        "--realtime", action="store_true", help="run the server under SCHED_FIFO: no reader delays it"
+    )
     args, server_args = parser.parse_known_args(argv)
-    server = ServerProcess(BUNDLED[args.impl], extra_args=("--log-level", "ERROR", *server_args)).start()
+    template = BUNDLED[args.impl]
+    if args.realtime:
+        template = f"{sys.executable} -m bench.pin --fifo - {template}"
+    server = ServerProcess(template, extra_args=("--log-level", "ERROR", *server_args)).start()
     context = multiprocessing.get_context("spawn")
     go = context.Event()
-    out: Queue[list[float]] = context.Queue()
+    out: Queue[Seen] = context.Queue()
     flooded: Queue[int] = context.Queue()
     try:
         readers = [
@@ -129,17 +161,41 @@ def main(argv: list[str] | None = None) -> int:
             process.join(30)
     finally:
         server.stop()
-    trips = sorted(t for r in results for t in r)
+    trips = sorted(t for seen in results for t in seen.trips)
     if not trips:
         print("no pong came back", file=sys.stderr)
         return 1
-    p99 = trips[min(len(trips) - 1, int(len(trips) * 0.99))]
+    behind = sorted(b / 1024 for seen in results for b in seen.behind)
+    pauses = sorted(p for seen in results for p in seen.pauses)
+    bound = pong_bound(_hold_mark(server_args), max(seen.rcvbuf for seen in results)) >> 10
     print(
         f"{args.impl}: {args.readers} readers (rcvbuf {args.rcvbuf or 'system'}), {says} says in "
-        f"{args.seconds:g} s{''.join(' ' + arg for arg in server_args)}: {len(trips)} pings, median "
-        f"{statistics.median(trips) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {trips[-1] * 1000:.1f} ms"
+        f"{args.seconds:g} s{' (server SCHED_FIFO)' if args.realtime else ''}"
+        f"{''.join(' ' + arg for arg in server_args)}: {len(trips)} pings, median "
+        f"{statistics.median(trips) * 1000:.1f} ms, p99 {_p99(trips) * 1000:.1f} ms, "
+        f"max {trips[-1] * 1000:.1f} ms; behind median {statistics.median(behind):.0f} KiB, "
+        f"p99 {_p99(behind):.0f} KiB, max {behind[-1]:.0f} KiB (§10.1: {bound} KiB); "
+        f"the readers' own pauses p99 {_p99(pauses) * 1000:.1f} ms, "
+        f"max {pauses[-1] * 1000:.1f} ms"
     )
     return 0
+
+
+def _p99(values: list[float]) -> float:
+    return values[min(len(values) - 1, int(len(values) * 0.99))]
+
+
+def pong_bound(hold_mark: int, rcvbuf: int) -> int:
+    """§10.1's octets for a reader whose receive buffer the system reports as ``rcvbuf``:
+    what its pong waits behind at most, besides one say's fan-out and its own answers (the
+    hold mark, the server kernel's unsent octets past one segment, the receive buffer)."""
+    return hold_mark + NOT_SENT_LOW_WATER + LOOPBACK_SEGMENT + rcvbuf
+
+
+def _hold_mark(server_args: list[str]) -> int:
+    if "--hold-mark" in server_args[:-1]:
+        return int(server_args[server_args.index("--hold-mark") + 1])
+    return DEFAULT_HOLD_MARK
 
 
 if __name__ == "__main__":

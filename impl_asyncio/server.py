@@ -281,10 +281,12 @@ class AsyncioServer:
 
     def _schedule_flush(self) -> None:
         """Flush at the end of this loop iteration, when the core has something to carry out
-        (or has finished its shutdown: the flush ends the server), or a clustered room's links
-        may have commands to write."""
+        or input to handle (a drain that ends a hold lets says go on, §10.1), or has finished
+        its shutdown (the flush ends the server), or a clustered room's links may have
+        commands to write."""
         core = self.core
-        if (core.has_output or core.finished or self.cluster is not None) and not self._flush_scheduled:
+        wanted = core.has_output or core.has_pending or core.finished or self.cluster is not None
+        if wanted and not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 

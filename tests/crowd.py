@@ -45,7 +45,7 @@ from protocol import (
     Welcome,
     encode_message,
 )
-from protocol.constants import DEFAULT_MAX_FRAME
+from protocol.constants import DEFAULT_MAX_FRAME, HEADER_SIZE
 from protocol.messages import from_wire
 
 READ_SIZE = 1 << 18
@@ -81,7 +81,10 @@ class Peer:
     left_at: dict[str, int | None] = field(default_factory=dict)
     #: Every other message, in arrival order.
     others: list[Message] = field(default_factory=list)
-    pongs: set[str] = field(default_factory=set)
+    #: Octets of the frames taken so far, headers included.
+    octets: int = 0
+    #: Each pong's token, and when it was taken (``time.monotonic()``) with ``octets`` then.
+    pongs: dict[str, tuple[float, int]] = field(default_factory=dict)
     #: Broken rules, described as they were seen; a test asserts this stays empty.
     violations: list[str] = field(default_factory=list)
 
@@ -93,6 +96,7 @@ class Peer:
         return [message for message in self.others if isinstance(message, Error)]
 
     def _take(self, payload: bytes) -> None:
+        self.octets += HEADER_SIZE + len(payload)
         try:
             value: Any = self.codec.decode(payload)
         except ProtocolError as exc:
@@ -111,7 +115,7 @@ class Peer:
                 self.violations.append(f"{self.name}: a second welcome")
             self.welcome = message
         elif isinstance(message, Pong):
-            self.pongs.add(message.token)
+            self.pongs[message.token] = (time.monotonic(), self.octets)
         elif isinstance(message, Joined) and message.name in self.next_sequence:
             self.violations.append(f"{self.name}: joined for {message.name} after its messages (§11)")
         elif isinstance(message, Left):
@@ -198,9 +202,9 @@ class Crowd:
             opened.append(peer)
         return opened
 
-    def join(self, names: Iterable[str], timeout: float = 30.0) -> list[Peer]:
-        """Connect, send hello, and wait for every welcome."""
-        peers = self.open(names)
+    def join(self, names: Iterable[str], timeout: float = 30.0, *, rcvbuf: int | None = None) -> list[Peer]:
+        """Connect (with ``SO_RCVBUF`` set to ``rcvbuf``), send hello, and wait for every welcome."""
+        peers = self.open(names, rcvbuf=rcvbuf)
         for peer in peers:
             self.send(peer, Hello(peer.name))
         self.pump(lambda: all(p.welcome is not None for p in peers), timeout, "every welcome")

@@ -165,6 +165,11 @@ def test_the_flood_run_reports_the_readers_pings_and_the_says_flooded(impl: str)
     assert int(line.split(", ")[1].split(" says")[0]) >= 500  # the flood was relayed
     pings = int(line.split(": ")[2].split(" pings")[0])
     assert pings >= 2  # each reader's first ping at least came back
+    # What the pongs waited behind, against §10.1's bound; and the readers' own pauses.
+    behind = int(line.split("behind median ")[1].split(" KiB")[0])
+    bound = int(line.split("(§10.1: ")[1].split(" KiB)")[0])
+    assert behind <= bound and bound >= 64 + 32 + 64 + 64  # hold, not sent, segment, rcvbuf
+    assert "the readers' own pauses p99 " in line
 
 
 def test_the_help_starts_with_a_sentence_and_explains_every_option() -> None:
