@@ -19,6 +19,7 @@ import socket
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from typing import NamedTuple
@@ -172,17 +173,18 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.impl}: {args.readers} readers (rcvbuf {args.rcvbuf or 'system'}), {says} says in "
         f"{args.seconds:g} s{' (server SCHED_FIFO)' if args.realtime else ''}"
         f"{''.join(' ' + arg for arg in server_args)}: {len(trips)} pings, median "
-        f"{statistics.median(trips) * 1000:.1f} ms, p99 {_p99(trips) * 1000:.1f} ms, "
+        f"{statistics.median(trips) * 1000:.1f} ms, p99 {p99(trips) * 1000:.1f} ms, "
         f"max {trips[-1] * 1000:.1f} ms; behind median {statistics.median(behind):.0f} KiB, "
-        f"p99 {_p99(behind):.0f} KiB, max {behind[-1]:.0f} KiB (§10.1: {bound} KiB); "
-        f"the readers' own pauses p99 {_p99(pauses) * 1000:.1f} ms, "
+        f"p99 {p99(behind):.0f} KiB, max {behind[-1]:.0f} KiB (§10.1: {bound} KiB); "
+        f"the readers' own pauses p99 {p99(pauses) * 1000:.1f} ms, "
         f"max {pauses[-1] * 1000:.1f} ms"
     )
     return 0
 
 
-def _p99(values: list[float]) -> float:
-    return values[min(len(values) - 1, int(len(values) * 0.99))]
+def p99(ordered: Sequence[float]) -> float:
+    """The 99th percentile of values already sorted."""
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
 def pong_bound(hold_mark: int, rcvbuf: int) -> int:

@@ -16,11 +16,12 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import pytest
 from crowd import Crowd, Peer, raise_descriptor_limit, running, say_text
 
+from bench.flood import p99
 from conformance.serverproc import BUNDLED, ServerProcess
 from conformance.wire import WirePeer
 from impl_select.listener import tune_accepted
@@ -98,10 +99,6 @@ class Pinger:
             f"{statistics.median(behind) / 1024:.0f} KiB, p99 {p99(behind) / 1024:.0f} KiB, "
             f"max {behind[-1] / 1024:.0f} KiB"
         )
-
-
-def p99(ordered: Sequence[float]) -> float:
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
 def run_for(crowd: Crowd, seconds: float, step: Callable[[], None]) -> None:
