@@ -123,9 +123,12 @@ class Connection:
         self.codec: Codec = codec if codec is not None else MsgpackCodec()
         self.state = State.AWAIT_HELLO
         self._decoder = FrameDecoder(max_frame)
-        # Complete payloads taken from the decoder in one go, and how many have been handled.
+        # Complete payloads taken from the decoder in one go, how many have been handled, and
+        # the octets of those not handled yet (headers included): kept, not summed on each
+        # ask, since a server asks after every batch and one read can hold thousands.
         self._payloads: list[bytes] = []
         self._handled = 0
+        self._unhandled = 0
         self._send_limit = max_frame
         self._accepted = CLIENT_MESSAGES if role is Role.SERVER else SERVER_MESSAGES
         self._eof = False
@@ -146,8 +149,7 @@ class Connection:
     @property
     def buffered(self) -> int:
         """Received bytes not yet returned as an event."""
-        taken = sum(HEADER_SIZE + len(payload) for payload in self._payloads[self._handled :])
-        return taken + self._decoder.buffered
+        return self._unhandled + self._decoder.buffered
 
     @property
     def partial(self) -> int:
@@ -178,11 +180,13 @@ class Connection:
                 if self._handled < len(self._payloads):
                     payload = self._payloads[self._handled]
                     self._handled += 1
-                    self.last_size = HEADER_SIZE + len(payload)
+                    self.last_size = size = HEADER_SIZE + len(payload)
+                    self._unhandled -= size
                 else:
-                    self._payloads = self._decoder.frames()
+                    self._payloads = payloads = self._decoder.frames()
                     self._handled = 0
-                    if self._payloads:
+                    if payloads:
+                        self._unhandled = HEADER_SIZE * len(payloads) + sum(map(len, payloads))
                         continue
                     if self._eof:
                         self.state = State.CLOSED

@@ -4,9 +4,12 @@ sent and received, plus end of stream, limits and errors."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import cycle, pairwise
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocol import (
     NEED_DATA,
@@ -452,3 +455,31 @@ def test_client_sees_the_server_close() -> None:
     assert connection.next_event() == Joined("bob", "::1", 2)
     assert connection.next_event() == ConnectionClosed(clean=True)
     assert connection.state is CLOSED
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    texts=st.lists(st.text(max_size=40), min_size=1, max_size=30),
+    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=10),
+    takes=st.lists(st.integers(min_value=0, max_value=5), min_size=1, max_size=20),
+)
+def test_buffered_is_what_was_received_less_the_events_returned(
+    texts: list[str], cuts: list[int], takes: list[int]
+) -> None:
+    connection = server_in(ACTIVE)
+    stream = b"".join(frame(Say(text)) for text in texts)
+    edges = sorted({0, len(stream), *(cut % (len(stream) + 1) for cut in cuts)})
+    received = returned = 0
+    for (start, end), take in zip(pairwise(edges), cycle(takes), strict=False):
+        connection.receive_data(stream[start:end])
+        received += end - start
+        for _ in range(take):
+            if connection.next_event() is NEED_DATA:
+                break
+            returned += connection.last_size
+            assert connection.buffered == received - returned
+        assert connection.buffered == received - returned
+    while connection.next_event() is not NEED_DATA:
+        returned += connection.last_size
+    assert returned == received == len(stream)
+    assert connection.buffered == 0
