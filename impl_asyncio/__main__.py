@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from protocol.serving import serve_main
 
-from .server import run
+from .server import LOOPS, run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -16,6 +16,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Chat server (protocol v1): asyncio protocols and transports, uvloop when installed.",
         run,
         argv,
+        LOOPS,
     )
 
 

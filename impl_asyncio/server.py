@@ -21,6 +21,7 @@ import importlib
 import logging
 import signal
 import ssl
+from collections.abc import Callable
 from typing import cast
 
 from impl_select.listener import Listener, tune_accepted
@@ -232,6 +233,11 @@ class AsyncioServer:
     def received(self, peer: _ClientProtocol, data: bytes) -> None:
         core = self.core
         core.receive(peer.client, data, self._loop.time())
+        outbox = peer.outbox
+        if outbox is not None and not outbox.reading:
+            # At once, not at the flush: uvloop reads a socket up to 32 times per readiness
+            # event, and each read would be more input the core holds (§10.1, §14.2).
+            self._reading(peer.client, False)
         if core.flush_early:
             self._flush()
         else:
@@ -459,18 +465,39 @@ async def _serve(options: ServerOptions, core: ServerCore, tls: ssl.SSLContext |
     return await AsyncioServer(options, core, tls).serve()
 
 
+#: The event loops ``--loop`` can choose besides ``auto`` (uvloop when it is installed).
+LOOPS = ("asyncio", "uvloop")
+
+
+def loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """What makes the event loop ``loop`` names (``None``: asyncio's own). ``auto`` is uvloop
+    when it is installed; ``uvloop`` raises ImportError when it is not."""
+    if loop == "asyncio":
+        return None
+    try:
+        # Optional (the "uvloop" extra); imported by name so that type checking needs no stubs.
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        if loop == "uvloop":
+            raise
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    log.info("using uvloop %s", uvloop.__version__)
+    return factory
+
+
 def run(options: ServerOptions, core: ServerCore) -> int:
-    """Serve until stopped by a signal; returns the exit status. Uses uvloop if installed."""
+    """Serve until stopped by a signal; returns the exit status. Runs on the event loop
+    ``options.loop`` names (:func:`loop_factory`)."""
     try:
         tls = load_server_context(options)
     except TlsFailure as exc:
         log.error("cannot serve TLS: %s", exc)
         return EXIT_BAD_CONFIGURATION
     try:
-        # Optional (the "uvloop" extra); imported by name so that type checking needs no stubs.
-        uvloop = importlib.import_module("uvloop")
+        factory = loop_factory(options.loop)
     except ImportError:
-        return asyncio.run(_serve(options, core, tls))
-    log.info("using uvloop %s", uvloop.__version__)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        log.error("--loop uvloop: uvloop is not installed (pip install 'chatwire[uvloop]')")
+        return EXIT_BAD_CONFIGURATION
+    with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(_serve(options, core, tls))

@@ -67,6 +67,9 @@ class ServerOptions:
     #: ``redis://HOST:PORT/DB`` of a clustered room (§18); ``None``: the room is this process's.
     cluster: str | None = None
     room: str = DEFAULT_ROOM
+    #: The event loop of a server that has a choice (``loops`` of :func:`parse_server_options`):
+    #: ``auto`` is uvloop when it is installed.
+    loop: str = "auto"
 
     def make_codec(self) -> Codec:
         """The server's codec: it decodes client payloads, so it counts their values (§4.2, §4.3)."""
@@ -125,10 +128,20 @@ positive_int = int_within(1)
 seconds = number_within(MAX_TIMEOUT)
 
 
-def parse_server_options(prog: str, description: str, argv: Sequence[str] | None = None) -> ServerOptions:
-    """Parse a server's command line; exits with a usage message on bad arguments."""
+def parse_server_options(
+    prog: str, description: str, argv: Sequence[str] | None = None, loops: Sequence[str] = ()
+) -> ServerOptions:
+    """Parse a server's command line; exits with a usage message on bad arguments. A server
+    that can run on more than one event loop names them in ``loops`` (``--loop``)."""
     defaults = ServerOptions()
     parser = argparse.ArgumentParser(prog=prog, description=description)
+    if loops:
+        parser.add_argument(
+            "--loop",
+            choices=[defaults.loop, *loops],
+            default=defaults.loop,
+            help="event loop (default %(default)s: uvloop when installed)",
+        )
     parser.add_argument("--host", default=defaults.host, help="address to listen on (default %(default)s)")
     parser.add_argument(
         "--port",
@@ -224,6 +237,7 @@ def parse_server_options(prog: str, description: str, argv: Sequence[str] | None
         auth_file=args.auth_file,
         cluster=args.cluster,
         room=args.room,
+        loop=getattr(args, "loop", defaults.loop),
     )
 
 

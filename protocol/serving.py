@@ -127,12 +127,14 @@ def serve_main(
     description: str,
     run: Callable[[ServerOptions, ServerCore], int],
     argv: Sequence[str] | None = None,
+    loops: Sequence[str] = (),
 ) -> int:
-    """A server's ``main()``: parse the command line, set up logging and limits, serve."""
+    """A server's ``main()``: parse the command line, set up logging and limits, serve.
+    ``loops``: the event loops it can run on, besides ``auto`` (``--loop``)."""
     # The console script's name when run as one (chatwire-select), else how -m runs it.
     script = Path(sys.argv[0]).name
     prog = script if script.startswith("chatwire") else f"python -m {implementation}"
-    options = parse_server_options(prog, description, argv)
+    options = parse_server_options(prog, description, argv, loops)
     try:
         access = load_access(options)
     except AuthFileError as exc:

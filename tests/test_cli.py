@@ -224,3 +224,14 @@ def test_the_value_types_take_what_they_document() -> None:
     assert int_within(-2)("-2") == -2
     assert number_within(2.0)("2") == 2.0
     assert number_within(2.0)("1e-9") == 1e-9
+
+
+def test_only_a_server_that_names_its_event_loops_takes_loop(capsys: pytest.CaptureFixture[str]) -> None:
+    def asyncio_args(argv: Sequence[str]) -> ServerOptions:
+        return parse_server_options("chatwire-asyncio", "test", argv, ("asyncio", "uvloop"))
+
+    assert asyncio_args([]).loop == "auto"
+    assert asyncio_args(["--loop", "asyncio"]).loop == "asyncio"
+    assert asyncio_args(["--loop", "uvloop"]).loop == "uvloop"
+    assert "invalid choice: 'trio'" in refusal(asyncio_args, ["--loop", "trio"], capsys)
+    assert refusal(server_args, ["--loop", "asyncio"], capsys) == "unrecognized arguments: --loop asyncio"
