@@ -1,7 +1,7 @@
 """``python -m bench.flood``: readers that keep up, each in a process of its own, ping during
 a flood (spec §10.1); prints the round trips' median and p99 (also without the flood's
-onset), what each pong waited behind in octets against §10.1's bound, and how long the
-readers themselves went without running.
+onset), what each pong waited behind in octets against §10.1's bound and that bound in
+time at the slowest reader's pace, and how long the readers themselves went without running.
 
 One member sends 200-octet says unpaced while ``--readers`` others read everything and
 ping every 50 ms. A reader in its own process reads as fast as one Python process can, so
@@ -65,6 +65,8 @@ class Seen(NamedTuple):
     pauses: list[float]
     #: Its SO_RCVBUF as the system reports it (Linux doubles what was asked for, and uses it).
     rcvbuf: int
+    #: Octets it took per second during the flood: the R of §10.1's time bound.
+    rate: float
 
 
 def reader(
@@ -79,14 +81,18 @@ def reader(
     selector.register(sock, selectors.EVENT_READ)
     go.wait()
     sent: dict[str, tuple[float, int]] = {}
-    seen = Seen([], [], [], [], sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
-    count = taken = 0
+    trips: list[float] = []
+    starts: list[float] = []
+    behind: list[int] = []
+    pauses: list[float] = []
+    count = taken = flooded = 0
     next_ping = 0.0
     begun = last = time.monotonic()
     end = begun + seconds
     while (now := time.monotonic()) < end or (sent and now < end + LAST_PONGS):
         if now < end:
-            seen.pauses.append(now - last)
+            pauses.append(now - last)
+            flooded = taken
         last = now
         if end > now >= next_ping:
             count += 1
@@ -107,11 +113,12 @@ def reader(
             if message.get("type") == "pong":
                 since = sent.pop(message["token"], None)
                 if since is not None:
-                    seen.trips.append(time.monotonic() - since[0])
-                    seen.starts.append(since[0] - begun)
-                    seen.behind.append(taken - since[1])
+                    trips.append(time.monotonic() - since[0])
+                    starts.append(since[0] - begun)
+                    behind.append(taken - since[1])
+    rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     sock.close()
-    out.put(seen)
+    out.put(Seen(trips, starts, behind, pauses, rcvbuf, flooded / seconds))
 
 
 def flooder(address: tuple[str, int], seconds: float, go: Event, out: Queue[int]) -> None:
@@ -179,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     behind = sorted(b / 1024 for seen in results for b in seen.behind)
     pauses = sorted(p for seen in results for p in seen.pauses)
-    bound = pong_bound(_hold_mark(server_args), max(seen.rcvbuf for seen in results)) >> 10
+    bound = pong_bound(_hold_mark(server_args), max(seen.rcvbuf for seen in results))
+    slowest = min(seen.rate for seen in results)
     print(
         f"{args.impl}: {args.readers} readers (rcvbuf {args.rcvbuf or 'system'}), {says} says in "
         f"{args.seconds:g} s{' (server SCHED_FIFO)' if args.realtime else ''}"
@@ -187,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{statistics.median(trips) * 1000:.1f} ms, p99 {p99(trips) * 1000:.1f} ms, "
         f"max {trips[-1] * 1000:.1f} ms (after the first {ONSET:g} s: {_figures(settled)}); "
         f"behind median {statistics.median(behind):.0f} KiB, "
-        f"p99 {p99(behind):.0f} KiB, max {behind[-1]:.0f} KiB (§10.1: {bound} KiB); "
+        f"p99 {p99(behind):.0f} KiB, max {behind[-1]:.0f} KiB (§10.1: {bound >> 10} KiB, at the "
+        f"slowest reader's {slowest / 1e6:.1f} MB/s {bound / slowest * 1000:.1f} ms); "
         f"the readers' own pauses p99 {p99(pauses) * 1000:.1f} ms, "
         f"max {pauses[-1] * 1000:.1f} ms"
     )

@@ -171,8 +171,11 @@ def test_the_flood_run_reports_the_readers_pings_and_the_says_flooded(impl: str)
     # What the pongs waited behind, against §10.1's bound; and the readers' own pauses.
     # (Not judged against each other: a reader also takes what arrives during its round trip.)
     most = int(line.split("behind median ")[1].split(" KiB, max ")[1].split(" KiB")[0])
-    bound = int(line.split("(§10.1: ")[1].split(" KiB)")[0])
+    bound = int(line.split("(§10.1: ")[1].split(" KiB")[0])
     assert most > 0 and bound >= 64 + 32 + 64 + 64  # the hold mark, unsent, a segment, the rcvbuf
+    # §10.1's time: those octets at the pace of the slowest reader.
+    rate, time_bound = line.split("at the slowest reader's ")[1].split(" ms)")[0].split(" MB/s ")
+    assert float(rate) > 0 and float(time_bound) > 0
     assert "the readers' own pauses p99 " in line
 
 
