@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from conformance.serverproc import BUNDLED, ServerProcess
 from protocol import Hello, Ping, Say, encode_message, get_codec
-from protocol.constants import DEFAULT_HOLD_MARK, HEADER_SIZE, NOT_SENT_LOW_WATER
+from protocol.constants import DEFAULT_HOLD_MARK, DEFAULT_OUTPUT_SOFT_LIMIT, HEADER_SIZE, NOT_SENT_LOW_WATER
 from protocol.frame import FrameDecoder
 
 PING_INTERVAL = 0.05
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     behind = sorted(b / 1024 for seen in results for b in seen.behind)
     pauses = sorted(p for seen in results for p in seen.pauses)
-    bound = pong_bound(_hold_mark(server_args), max(seen.rcvbuf for seen in results))
+    bound = pong_bound(server_hold_mark(server_args), max(seen.rcvbuf for seen in results))
     slowest = min(seen.rate for seen in results)
     print(
         f"{args.impl}: {args.readers} readers (rcvbuf {args.rcvbuf or 'system'}), {says} says in "
@@ -221,10 +221,13 @@ def pong_bound(hold_mark: int, rcvbuf: int) -> int:
     return hold_mark + NOT_SENT_LOW_WATER + LOOPBACK_SEGMENT + rcvbuf
 
 
-def _hold_mark(server_args: list[str]) -> int:
-    if "--hold-mark" in server_args[:-1]:
-        return int(server_args[server_args.index("--hold-mark") + 1])
-    return DEFAULT_HOLD_MARK
+def server_hold_mark(server_args: list[str]) -> int:
+    """The server's hold mark: the lower of ``--hold-mark`` and ``--output-soft-limit`` (§10.1)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--hold-mark", type=int, default=DEFAULT_HOLD_MARK)
+    parser.add_argument("--output-soft-limit", type=int, default=DEFAULT_OUTPUT_SOFT_LIMIT)
+    known, _ = parser.parse_known_args(server_args)
+    return min(int(known.hold_mark), int(known.output_soft_limit))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from matplotlib.patches import Rectangle
 
+from bench.flood import server_hold_mark
 from bench.loadgen import CDF_QUANTILES
 from bench.plots import fanout_figure, latency_figure
 from bench.plots import write as write_plots
@@ -177,6 +178,20 @@ def test_the_flood_run_reports_the_readers_pings_and_the_says_flooded(impl: str)
     rate, time_bound = line.split("at the slowest reader's ")[1].split(" ms)")[0].split(" MB/s ")
     assert float(rate) > 0 and float(time_bound) > 0
     assert "the readers' own pauses p99 " in line
+
+
+@pytest.mark.parametrize(
+    ("server_args", "mark"),
+    [
+        ([], 65536),
+        (["--hold-mark", "4096"], 4096),
+        (["--hold-mark=8192", "--log-level", "ERROR"], 8192),
+        (["--output-soft-limit", "1000", "--hold-mark", "4096"], 1000),
+        (["--loop", "asyncio", "--output-soft-limit=2048"], 2048),
+    ],
+)
+def test_the_flood_run_takes_the_hold_mark_the_server_has(server_args: list[str], mark: int) -> None:
+    assert server_hold_mark(server_args) == mark
 
 
 def test_the_help_starts_with_a_sentence_and_explains_every_option() -> None:
