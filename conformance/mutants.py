@@ -35,7 +35,7 @@ import protocol.server.room
 import protocol.server.rules
 from protocol import FrameDecoder, MsgpackCodec, encode_frame
 from protocol.constants import FATAL, MAX_WIRE_LENGTH, ErrorCode
-from protocol.server import Relay, Send, ServerCore, ServerRules
+from protocol.server import Close, Relay, Send, ServerCore, ServerRules
 
 Rewrite = Callable[[ServerRules, int | None, list[Any]], list[Any]]
 
@@ -184,6 +184,23 @@ def _no_shutdown_notice() -> None:
     _rewrite_actions(
         "shutdown", lambda core, client, actions: [a for a in actions if not isinstance(a, Send)]
     )
+
+
+def _busy_newcomer_unanswered() -> None:
+    """A busy server closes a newcomer at once, without the ``server_busy`` frame: a defect in
+    plaintext, and over TLS what §14.2 rule 3 allows (the close may come before the handshake
+    ends)."""
+    original = ServerRules.fail
+
+    def fail(self: ServerRules, client: int, code: ErrorCode, text: str) -> list[Any]:
+        newcomer = not self.joined(client)  # asked first: failing a member makes it leave
+        actions = original(self, client, code, text)
+        if not newcomer or code is not ErrorCode.SERVER_BUSY:
+            return actions  # a holder cut at the input total is still told
+        kept = [action for action in actions if not isinstance(action, Send)]
+        return [Close(action.client, flush=False) if isinstance(action, Close) else action for action in kept]
+
+    setattr(ServerRules, "fail", fail)  # noqa: B010
 
 
 def _roster_missing_self() -> None:
@@ -437,6 +454,12 @@ MUTANTS: dict[str, Mutant] = {
             "closes without shutdown notices",
             ("SHUTDOWN-SIGTERM",),
             _no_shutdown_notice,
+        ),
+        Mutant(
+            "busy_newcomer_unanswered",
+            "closes a newcomer at once when busy, without server_busy (legal over TLS only)",
+            ("SERVER-BUSY-INPUT-TOTAL",),
+            _busy_newcomer_unanswered,
         ),
         Mutant(
             "roster_missing_self", "leaves the asker out of its roster", ("WHO-ROSTER",), _roster_missing_self

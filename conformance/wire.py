@@ -253,8 +253,9 @@ class WirePeer:
             self.sock.close()
             raise WireTimeout(f"{self.label}: no TLS handshake within {self.timeout:.1f} s") from None
         except OSError as exc:
+            # A reset is as much an end of the handshake as a FIN (§14.2 rule 3 allows either).
             self.sock.close()
-            raise PeerClosed(f"{self.label}: the server ended the TLS handshake: {exc}") from None
+            raise HandshakeFailed(f"{self.label}: the server ended the TLS handshake: {exc}") from None
         self.transcript.note(f"{self.label}: TLS handshake done")
 
     # --- sending ---------------------------------------------------------------------

@@ -214,7 +214,9 @@ class AsyncioServer:
             tune_accepted(transport.get_extra_info("socket"))
         client = self.core.connect(peer_host(str(peername[0])), self._loop.time())
         outbox = self.core.outbox(client)
-        assert outbox is not None
+        if outbox is None:
+            transport.abort()  # the core closed it at once (a server may refuse so, §14.2)
+            return
         outbox.refresh_held = transport.get_write_buffer_size
         # resume_writing() reports the drain that ends a hold or a congestion (§10.1): the
         # transport pauses writing past half the hold mark (never above the soft limit) and

@@ -216,7 +216,9 @@ class SelectServer:
                 continue
             client = core.connect(peer_host(address), self._now)
             outbox = core.outbox(client)
-            assert outbox is not None
+            if outbox is None:
+                sock.close()  # the core closed it at once (a server may refuse so, §14.2)
+                continue
             context = self.tls_context
             peer = _Peer(sock, outbox, None if context is None else TlsSession(context, server_side=True))
             if peer.tls is not None:

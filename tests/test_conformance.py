@@ -228,6 +228,18 @@ def test_bundled_server_passes_the_whole_suite_over_tls_with_a_token(
     assert all(any(why in reason for why in allowed) for reason in skipped.values()), skipped
 
 
+@pytest.mark.parametrize("base", sorted(BUNDLED))
+def test_over_tls_a_busy_server_may_close_a_newcomer_without_a_frame(tmp_path: Path, base: str) -> None:
+    # §14.2 rule 3: over TLS the refusal may come before the handshake ends, with no frame.
+    # The same mutant is a defect in plaintext (test_mutant_is_caught).
+    certs = make_certs(tmp_path)
+    template = f"{mutants.command('busy_newcomer_unanswered', base)} --tls-cert {certs.server_cert}"
+    template += f" --tls-key {certs.server_key}"
+    secure = ["--tls", "--tls-ca", str(certs.ca), *selecting("SERVER-BUSY-INPUT-TOTAL")]
+    result = run_server(tmp_path, template, "busy_newcomer_unanswered", "msgpack", *secure)
+    assert outcomes(result)["SERVER-BUSY-INPUT-TOTAL"]["outcome"] == "pass", failures(result)
+
+
 def test_the_runners_tls_options_go_together(tmp_path: Path) -> None:
     for args in (
         ["--tls-ca", str(tmp_path / "ca.pem")],

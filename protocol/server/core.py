@@ -342,7 +342,9 @@ class ServerCore:
     # --- events from the server ---------------------------------------------------------------
 
     def connect(self, host: str, now: float) -> ClientId:
-        """A connection was accepted from ``host``; its hello timer starts now (§7.4)."""
+        """A connection was accepted from ``host``; its hello timer starts now (§7.4). Rules
+        that close it at once leave it no outbox (:meth:`outbox` is ``None``): the server then
+        closes the socket itself."""
         self._now = now
         self._next_id += 1
         client = self._next_id
